@@ -9,9 +9,7 @@ commands field by field. Variants are made with ``dataclasses.replace``; every c
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from .algorithms import step_weights
@@ -102,8 +100,8 @@ class Config:
 
     def hash(self) -> str:
         """A short digest of every field: results and checkpoints of another config are refused."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        from .results import config_hash
+        return config_hash(self)
 
 
 # ---------------------------------------------------------------- the paper's rows (Tables 1-2)
