@@ -1,0 +1,1 @@
+"""Figures and tables drawn from results files (no training here)."""
