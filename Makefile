@@ -6,9 +6,10 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book reproduce bench venv clean help
+.PHONY: test book book-html reproduce bench venv clean help
 help:
 	@echo "make book       build the book (executes the notebooks on CPU) -> _build/html/index.html"
+	@echo "make book-html  rebuild the site from the committed executed notebooks (no execution)"
 	@echo "make test       run the test suite (unit tests, notebook checks, browser check)"
 	@echo "make reproduce  paper-scale runs on a GPU (rewrites results/ and the executed notebooks)"
 	@echo "make bench      time the meta-iteration paths (benchmarks/)"
@@ -21,14 +22,33 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 # pytest exits non-zero when it collects no test, so `make test` fails if nothing ran.
-test: $(STAMP)
-	$(PY) -m pytest -q
+# Then nbval re-executes the committed executed notebooks (book/executed/): cells tagged
+# nbval-check-output (tables, verdicts, numbers read from results/) must reproduce their committed
+# output exactly, the others must run without error. The browser check (tests/test_browser.py)
+# needs Chromium, installed here when missing.
+CHROMIUM := /usr/bin/chromium
+test: $(STAMP) $(CHROMIUM)
+	REPTILE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env book/executed
 
+$(CHROMIUM):
+	apt-get install -y --no-install-recommends chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+# Execute every notebook (notebooks/*.py -> book/executed/*.ipynb: committed paper-scale results
+# where they exist, smoke runs on the CPU otherwise), then build the site into _build/html.
 book: $(STAMP)
-	$(PY) -m reptile_lib.cli train --config omniglot_5way --profile smoke --seeds 0 --out _build/smoke
+	$(PY) tools/build_book.py --execute
 
+# Rebuild the site from the committed executed notebooks, executing nothing.
+book-html: $(STAMP)
+	$(PY) tools/build_book.py
+
+# On a GPU machine: retrain every paper-scale experiment (resuming from checkpoints/), rewrite
+# results/*.json and the executed notebooks, and build the site. Commit results/ and book/executed/.
+SEEDS ?= 3
+DEVICE ?= cuda
 reproduce: $(STAMP)
-	@echo "reproduce: filled in by the GPU issues"; exit 1
+	$(PY) tools/build_book.py --execute --profile paper --retrain --device $(DEVICE) --n-seeds $(SEEDS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

@@ -1,15 +1,30 @@
-"""Small helpers the book's notebooks share: where results live and how their origin is shown.
+"""Small helpers the book's notebooks share: which results a chapter shows, and how their origin is shown.
 
 Every figure and table in the book says where it comes from; ``provenance_line`` is that
-sentence, built from a results file's ``provenance``.
+sentence, built from a results file's ``provenance``. ``obtain`` decides what a chapter shows:
+
+- profile ``paper`` (the book's default): the committed paper-scale results under ``results/``
+  if they were made by exactly the config asked for, otherwise a *smoke run* trained now;
+- profile ``paper`` with ``retrain=True``: the paper-scale experiment, trained now (a GPU job),
+  rewriting ``results/<name>.json``;
+- profile ``smoke``: always the smoke run.
+
+Smoke runs are never written under ``results/`` and never compared with the paper's numbers.
+Tables and verdicts are plain functions of results files and :mod:`reptile_lib.paper`, so the
+notebooks only narrate and display.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from .paths import REPO_ROOT
 from .results import ResultsMismatchError, load_results
+
+PROFILES = ("paper", "smoke")
 
 
 def results_dir() -> Path:
@@ -20,6 +35,16 @@ def results_dir() -> Path:
 def results_path(name: str, profile: str = "paper") -> Path:
     """``results/<name>.json`` for paper-scale runs, ``results/smoke/<name>.json`` for smoke runs."""
     return results_dir() / (f"{name}.json" if profile == "paper" else f"smoke/{name}.json")
+
+
+def checkpoints_dir() -> Path:
+    """``checkpoints/`` of the repository (git-ignored): paper-scale runs resume from here."""
+    return REPO_ROOT / "checkpoints"
+
+
+def benchmarks_dir() -> Path:
+    """``benchmarks/results/`` of the repository (timings written by ``make bench``)."""
+    return REPO_ROOT / "benchmarks" / "results"
 
 
 def load_if_matching(name: str, config: Any, profile: str = "paper") -> dict | None:
@@ -41,5 +66,285 @@ def provenance_line(doc: dict) -> str:
     minutes = p["wall_time_s"] / 60
     status = "" if p["finished"] else " — NOT FINISHED (partial run)"
     seeds = ", ".join(str(s) for s in p["seeds"])
-    return (f"{kind} on {p['device']}, commit {str(p['commit'])[:7]}, {when}, "
+    commit = str(p["commit"])
+    commit = commit[:7] + (" with uncommitted changes" if commit.endswith("+dirty") else "")
+    return (f"{kind} on {p['device']}, commit {commit}, {when}, "
             f"{minutes:.1f} min, seeds {seeds}{status}")
+
+
+# ---------------------------------------------------------------- which results a chapter shows
+def book_smoke(config: Any, meta_iters: int = 40, eval_samples: int = 20, eval_interval: int = 20,
+               eval_interval_tasks: int = 5) -> Any:
+    """The book's smoke variant of ``config``: ``configs.smoke`` made smaller still, so that the
+    whole book executes in a few minutes on two CPU cores. Shapes, hyper-parameters and the
+    evaluation protocol are the paper's; only the numbers of meta-iterations (the outer step
+    still anneals to its final value) and of evaluation tasks shrink."""
+    from .configs import smoke
+
+    return dataclasses.replace(smoke(config), meta_iters=meta_iters, eval_samples=eval_samples,
+                               eval_interval=eval_interval, eval_interval_tasks=eval_interval_tasks)
+
+
+@functools.lru_cache(maxsize=4)
+def load_splits(dataset: str) -> dict:
+    """``reptile_lib.data.load_dataset(dataset)``, read once per kernel."""
+    from .data import load_dataset
+
+    return load_dataset(dataset)
+
+
+def result_name(config: Any) -> str:
+    """The results file stem of a config: its name made file-name safe (as ``reptile train`` writes it)."""
+    from .experiment import slug
+
+    return slug(config.name)
+
+
+def obtain(config: Any, *, profile: str = "paper", device: str = "cpu", seeds: Sequence[int] = (0,),
+           retrain: bool = False, smoke: Any | None = None, fallback: bool = True,
+           eval_splits: Sequence[str] = ("test",)) -> dict | None:
+    """The results a chapter shows for ``config`` (see the module docstring).
+
+    Returns a results document (``experiment, profile, config, metrics, provenance, extra``);
+    ``profile`` in it says what it is. ``smoke`` is the config of the smoke run (default
+    :func:`book_smoke` of ``config``); with ``fallback=False`` there is no smoke run and the
+    result is None where no paper-scale results exist.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    from .experiment import run_experiment
+    from .results import config_dict
+
+    name = result_name(config)
+    if profile == "paper" and not retrain:
+        doc = load_if_matching(name, config, "paper")
+        if doc is not None:
+            return doc
+    if profile == "paper" and retrain:
+        out = results_path(name, "paper")
+        doc = run_experiment(config, "paper", list(seeds), splits=load_splits(config.dataset), device=device,
+                             out=out, checkpoint_dir=checkpoints_dir(), weights_dir=results_dir() / "weights",
+                             experiment=config.name)
+        return load_results(out, config, "paper")
+    if not fallback:
+        return None
+    run = smoke if smoke is not None else book_smoke(config)
+    doc = run_experiment(run, "smoke", list(seeds)[:1], splits=load_splits(run.dataset), device=device,
+                         eval_splits=eval_splits, experiment=run.name)
+    return {**doc, "config": config_dict(run)}
+
+
+# ---------------------------------------------------------------- verdicts and tables
+def verdict(paper_mean: float, paper_pm: float, ours: dict | None, profile: str | None = "paper",
+            finished: bool = True) -> str:
+    """How one number of ours compares with the paper's (both in percent; ``ours`` a metric dict in [0, 1]).
+
+    - ``not produced yet``: no paper-scale run of ours;
+    - ``smoke run: not compared`` / ``unfinished run: not compared``;
+    - ``consistent``: the difference is within sqrt(paper ± ** 2 + our 95% interval ** 2);
+    - ``higher by X points`` / ``lower by X points`` otherwise.
+    """
+    if ours is None:
+        return "not produced yet"
+    if profile != "paper":
+        return "smoke run: not compared"
+    if not finished:
+        return "unfinished run: not compared"
+    mean, ci = 100 * ours["mean"], 100 * ours["ci95"]
+    diff = mean - paper_mean
+    if abs(diff) <= math.hypot(paper_pm, ci):
+        return "consistent"
+    return f"{'higher' if diff > 0 else 'lower'} by {abs(diff):.2f} points"
+
+
+def paper_scale(doc: dict | None) -> dict | None:
+    """``doc`` if it is a paper-scale run, else None (smoke runs are never compared with the paper)."""
+    return doc if doc is not None and doc.get("profile") == "paper" else None
+
+
+def percent(metric: dict | None) -> str:
+    """``'95.12 ± 0.41'`` (percent, 95% interval over tasks) or an em dash."""
+    if metric is None:
+        return "—"
+    return f"{100 * metric['mean']:.2f} ± {100 * metric['ci95']:.2f}"
+
+
+def paper_frame(numbers: Iterable) -> "pd.DataFrame":  # noqa: F821
+    """The paper's numbers as a table: rows are algorithms, columns settings."""
+    import pandas as pd
+
+    rows: dict[str, dict[str, str]] = {}
+    for n in numbers:
+        rows.setdefault(n.algorithm, {})[n.setting] = n.text()
+    frame = pd.DataFrame.from_dict(rows, orient="index").fillna("—")
+    frame.index.name = "algorithm (paper, %)"
+    return frame
+
+
+def comparison_rows(numbers: Iterable, docs: dict[str, dict | None]) -> list[dict]:
+    """One row per paper number: the paper's value, ours (from ``docs[config]``) and the verdict."""
+    rows = []
+    for n in numbers:
+        doc = docs.get(n.config) if n.config else None
+        metric = doc["metrics"].get(n.metric) if doc else None
+        if n.config is None:
+            ours, verdict_text = "—", n.not_compared
+        elif doc is None:
+            ours, verdict_text = "—", "not produced yet"
+        else:
+            ours = percent(metric)
+            verdict_text = verdict(n.mean, n.pm, metric, doc["profile"], doc["provenance"]["finished"]) \
+                if metric is not None else "metric missing from results"
+        rows.append({"table": n.table, "algorithm": n.algorithm, "setting": n.setting,
+                     "paper (%)": n.text(), "ours (%)": ours, "verdict": verdict_text})
+    return rows
+
+
+def comparison_frame(numbers: Iterable, docs: dict[str, dict | None]) -> "pd.DataFrame":  # noqa: F821
+    import pandas as pd
+
+    return pd.DataFrame(comparison_rows(numbers, docs))
+
+
+def metrics_frame(doc: dict, split: str = "test") -> "pd.DataFrame":  # noqa: F821
+    """A run's accuracies (percent, 95% interval over tasks) by setting and protocol."""
+    import pandas as pd
+
+    rows: dict[str, dict[str, str]] = {}
+    for name, m in sorted(doc["metrics"].items()):
+        s, shots, ways, proto = name.split("_")
+        if s != split:
+            continue
+        rows.setdefault(f"{shots.removesuffix('shot')}-shot {ways.removesuffix('way')}-way", {})[proto] = percent(m)
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = f"{split} accuracy (%)"
+    return frame[[c for c in ("nontransductive", "transductive") if c in frame]]
+
+
+def table(rows: list[dict], index: str | None = None) -> "pd.DataFrame":  # noqa: F821
+    """A list of dicts as a table (what the notebooks display)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    return frame.set_index(index) if index else frame
+
+
+def n_tasks(doc: dict) -> int:
+    """Evaluation tasks behind each number of a run (per seed, summed over seeds)."""
+    return min(m["n_tasks"] for m in doc["metrics"].values())
+
+
+def split_summary(splits: dict) -> "pd.DataFrame":  # noqa: F821
+    """Classes, images per class and image shape of each split of a data set."""
+    import pandas as pd
+
+    return pd.DataFrame([{"split": k, "classes": v.num_classes, "images per class": v.per_class,
+                          "image (C, H, W)": str(tuple(v.image_shape))} for k, v in splits.items()]).set_index("split")
+
+
+def plot_history(doc: dict, ax=None, key: str = "transductive"):
+    """Learning curves recorded during training (accuracy on a few tasks per split)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+    for seed, hist in doc["extra"].get("history", {}).items():
+        if not hist:
+            continue
+        its = [h["iteration"] for h in hist]
+        for col in sorted(k for k in hist[0] if k.endswith(f"_{key}")):
+            ax.plot(its, [100 * h[col] for h in hist], marker="o", ms=3,
+                    label=f"{col.removesuffix('_' + key)} classes (seed {seed})")
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel(f"{key} accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_examples(data: Any, classes: int = 8, per_class: int = 3, title: str | None = None):
+    """A grid of the first images of the first ``classes`` classes of a :class:`ClassDataset`."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(per_class, classes, figsize=(classes * 0.8, per_class * 0.8), dpi=90)
+    for c in range(classes):
+        for i in range(per_class):
+            img = data.images[c, i].float() / data.scale  # (C, H, W)
+            ax = axes[i, c]
+            if img.shape[0] == 1:
+                ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(img.permute(1, 2, 0).clamp(0, 1))
+            ax.set_axis_off()
+    fig.suptitle(title or data.name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- small computations the chapters show
+def last_batch_overlap(inner_iters: int, inner_batch: int = 10, train_shots: int = 10, ways: int = 5,
+                       tail_shots: int | None = None, n_tasks: int = 1000, seed: int = 0) -> float:
+    """Fraction of the last inner mini-batch's samples already used by an earlier mini-batch (Figure 4).
+
+    Drawn with the library's own sampler (``TaskSampler.train_batches``) on a stand-in data set
+    whose every image holds its own index, averaged over ``n_tasks`` tasks. With a shared tail
+    (``tail_shots=None``) the last batch overlaps once the k batches exceed one pass over the
+    task's ``ways * train_shots`` samples; a separate tail (``tail_shots`` of the ``train_shots``
+    reserved for the last step, as the released ``--foml-tail``) never does.
+    """
+    import torch
+
+    from .tasks import ClassDataset, TaskSampler
+
+    ids = torch.arange(ways * train_shots, dtype=torch.float32).reshape(ways, train_shots, 1, 1, 1)
+    data = ClassDataset(ids, "indices", tuple(str(c) for c in range(ways)))
+    sampler = TaskSampler(data, ways, torch.Generator().manual_seed(seed))
+    batches = sampler.train_batches(n_tasks, train_shots, inner_batch, inner_iters, tail_shots=tail_shots)
+    seen = torch.cat([x.reshape(n_tasks, -1) for x, _ in batches[:-1]], dim=1) if inner_iters > 1 else None
+    last = batches[-1][0].reshape(n_tasks, -1)
+    if seen is None:
+        return 0.0
+    overlap = (last[:, :, None] == seen[:, None, :]).any(-1).float().mean()
+    return float(overlap)
+
+
+def time_meta_iterations(config: Any, iters: int = 5, device: str = "cpu", seed: int = 0) -> list[dict]:
+    """Seconds per meta-iteration of ``config`` on the batched (vmap) and the serial path, measured now.
+
+    One warm-up iteration, then ``iters`` timed ones, each on freshly sampled tasks.
+    """
+    import time
+
+    import torch
+
+    from .algorithms import meta_step
+    from .tasks import TaskSampler
+    from .train import make_learner
+
+    data = load_splits(config.dataset)["train"].to(device)
+    learner = make_learner(config, data.image_shape, device)
+    rows = []
+    for label, batched, carry in (("batched (vmap), adam_carry='mean'", True, "mean"),
+                                  ("serial, adam_carry='sequential'", False, "sequential")):
+        from .models import init_params
+
+        phi = {k: v.to(device) for k, v in init_params(learner.model, torch.Generator().manual_seed(seed)).items()}
+        state = learner.opt.init(phi)
+        sampler = TaskSampler(data, config.classes, torch.Generator(device=device).manual_seed(seed))
+        times = []
+        for i in range(iters + 1):
+            batches = sampler.train_batches(config.meta_batch, config.train_shots, config.inner_batch,
+                                            config.inner_iters, config.replacement, config.foml_tail)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            r = meta_step(learner.loss_fn, phi, learner.opt, state, batches, 1.0, config.weights,
+                          batched=batched, adam_carry=carry)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            if i:  # the first iteration warms up
+                times.append(time.perf_counter() - t)
+            phi, state = r.params, r.state
+        rows.append({"path": label, "ms per meta-iteration": 1000 * sum(times) / len(times),
+                     "timed iterations": len(times)})
+    return rows

@@ -1,0 +1,52 @@
+# %% [markdown]
+# # Performance
+#
+# How long the library takes per meta-iteration, which decides what a reproduction costs: a
+# paper-scale Omniglot run is 100,000 meta-iterations, a 20-way run 200,000. Benchmarks recorded by
+# `make bench` (under `benchmarks/results/`) are shown when present; otherwise this page measures a
+# few meta-iterations on the machine that executes it, which is only a rough guide.
+
+# %% tags=["parameters"]
+profile = "paper"  # this page times the library; the parameters are here for uniformity
+device = "cpu"     # device to time on
+seed = 0
+retrain = False
+n_seeds = 1
+
+# %%
+import json
+import torch
+from IPython.display import Markdown, display
+from reptile_lib import book, configs, results
+
+# %% [markdown]
+# ## Recorded benchmarks
+
+# %% tags=["nbval-check-output"]
+bench_files = sorted(book.benchmarks_dir().glob("*.json"))
+print(f"benchmark files in benchmarks/results/: {len(bench_files)}")
+
+# %%
+for path in bench_files:
+    doc = json.loads(path.read_text())
+    display(Markdown(f"**{path.name}**"))
+    rows = doc.get("rows") or doc.get("results")
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+        display(book.table(rows))
+    else:
+        display(Markdown(f"```json\n{json.dumps(doc, indent=1)[:3000]}\n```"))
+
+# %% [markdown]
+# ## Measured while this page was executed
+#
+# One meta-iteration of the Omniglot 5-way config (5 tasks, 5 inner Adam steps of 10 images), on the
+# batched path (all tasks at once with `torch.func.vmap`, the default) and on the serial path (the
+# released code's order, Adam's state carried from task to task). Other jobs on the machine slow
+# these numbers down; they are not checked by the tests.
+
+# %%
+config = configs.OMNIGLOT_5WAY
+timings = book.time_meta_iterations(config, iters=3, device=device, seed=seed)
+display(book.table(timings, index="path").round(1))
+display(Markdown(f"*Measured on {results.device_name(device)}, torch {torch.__version__}, "
+                 f"{timings[0]['timed iterations']} timed meta-iterations per path after one warm-up.*"))

@@ -1,0 +1,245 @@
+"""The book pipeline: the paper's numbers, verdicts, notebook rules, executed notebooks in sync, config."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reptile_lib import book, configs, paper
+from reptile_lib.results import metric_name, provenance, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+EXECUTED = ROOT / "book" / "executed"
+
+
+# ---------------------------------------------------------------- reptile_lib.paper
+def test_paper_tables_have_every_printed_number():
+    assert len(paper.TABLE1) == 8 and len(paper.TABLE2) == 16 and len(paper.CIFAR_FS_REFERENCE) == 4
+    t2 = {(n.algorithm, n.shots, n.ways): n.text() for n in paper.TABLE2}
+    assert t2[("Reptile", 1, 5)] == "95.39 ± 0.09"
+    assert t2[("Reptile + transduction", 5, 20)] == "97.12 ± 0.32"
+    assert t2[("MAML + transduction", 5, 5)] == "99.9 ± 0.1"
+    t1 = {(n.algorithm, n.shots): n.text() for n in paper.TABLE1}
+    assert t1[("Reptile + transduction", 5)] == "65.99 ± 0.58"
+    assert all(n.text().endswith("(verify)") for n in paper.CIFAR_FS_REFERENCE)
+
+
+def test_paper_rows_point_at_our_configs_and_metrics():
+    compared = [n for n in paper.ALL_NUMBERS if n.config]
+    assert {n.config for n in compared} == {"omniglot_5way", "omniglot_20way"}
+    assert all(n.algorithm.startswith("Reptile") and n.table == "Table 2" for n in compared)
+    for n in compared:
+        assert n.ways == configs.get_config(n.config).classes
+        assert n.metric == metric_name("test", n.shots, n.ways, n.transductive)
+        assert n.shots in {e.shots for e in configs.get_config(n.config).evals}
+    assert all(n.not_compared for n in paper.ALL_NUMBERS if not n.config)
+
+
+@pytest.mark.parametrize("run", sorted(paper.HYPERPARAMETERS))
+def test_configs_match_the_papers_hyperparameters(run):
+    """configs.py (the library) against paper.py (transcribed from the paper's appendix) field by field."""
+    h, c = paper.HYPERPARAMETERS[run], configs.get_config(run)
+    for key, value in h.items():
+        if key == "eval_batch":
+            assert {e.shots: e.eval_batch for e in c.evals} == value
+        elif key == "eval_iters":
+            assert all(e.eval_iters == value for e in c.evals)
+        else:
+            assert getattr(c, key) == value, key
+    assert c.eval_samples == paper.EVAL_TASKS
+
+
+# ---------------------------------------------------------------- verdicts and tables
+@pytest.mark.parametrize("ours, profile, finished, expected", [
+    (None, "paper", True, "not produced yet"),
+    ({"mean": 0.9545, "ci95": 0.004}, "paper", True, "consistent"),  # 0.06 < hypot(0.09, 0.4)
+    ({"mean": 0.97, "ci95": 0.001}, "paper", True, "higher by 1.61 points"),
+    ({"mean": 0.90, "ci95": 0.003}, "paper", True, "lower by 5.39 points"),
+    ({"mean": 0.97, "ci95": 0.001}, "smoke", True, "smoke run: not compared"),
+    ({"mean": 0.97, "ci95": 0.001}, "paper", False, "unfinished run: not compared"),
+])
+def test_verdict(ours, profile, finished, expected):
+    assert book.verdict(95.39, 0.09, ours, profile, finished) == expected
+
+
+def _fake_results(folder: Path, config, profile: str, acc: float, finished: bool = True) -> Path:
+    metrics = {metric_name("test", e.shots, config.classes, t): {"mean": acc, "ci95": 0.002, "n_tasks": 10_000}
+               for e in config.evals for t in (True, False)}
+    prov = provenance("cpu", [0], 125.0, finished)
+    path = folder / (f"{config.name}.json" if profile == "paper" else f"smoke/{config.name}.json")
+    return write_results(path, config.name, profile, config, metrics, prov)
+
+
+def test_load_if_matching_and_comparison(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "results_dir", lambda: tmp_path)
+    config = configs.OMNIGLOT_5WAY
+    assert book.load_if_matching("omniglot_5way", config) is None
+    _fake_results(tmp_path, config, "paper", 0.9541)
+    doc = book.load_if_matching("omniglot_5way", config)
+    assert doc is not None and doc["profile"] == "paper"
+    other = configs.OMNIGLOT_20WAY
+    assert book.load_if_matching("omniglot_5way", other) is None  # made by another config: refused
+    rows = book.comparison_rows(paper.TABLE2, {"omniglot_5way": doc, "omniglot_20way": None})
+    by = {(r["algorithm"], r["setting"]): r for r in rows}
+    assert by[("Reptile", "1-shot 5-way")]["ours (%)"] == "95.41 ± 0.20"
+    assert by[("Reptile", "1-shot 5-way")]["verdict"] == "consistent"
+    assert by[("Reptile + transduction", "1-shot 5-way")]["verdict"] == "lower by 2.27 points"
+    assert by[("Reptile", "1-shot 20-way")]["verdict"] == "not produced yet"
+    assert by[("MAML + transduction", "1-shot 5-way")]["verdict"].startswith("not re-run")
+    assert len(rows) == len(paper.TABLE2)
+
+
+def test_provenance_line_and_metrics_frame(tmp_path):
+    config = configs.OMNIGLOT_5WAY
+    doc = json.loads(_fake_results(tmp_path, config, "smoke", 0.5, finished=False).read_text())
+    line = book.provenance_line(doc)
+    assert line.startswith("smoke run") and "2.1 min" in line and "NOT FINISHED" in line and "seeds 0" in line
+    frame = book.metrics_frame(doc)
+    assert list(frame.columns) == ["nontransductive", "transductive"]
+    assert list(frame.index) == ["1-shot 5-way", "5-shot 5-way"]
+    assert frame.loc["5-shot 5-way", "transductive"] == "50.00 ± 0.20"
+    assert book.paper_scale(doc) is None and book.n_tasks(doc) == 10_000
+
+
+def test_last_batch_overlap_against_counting():
+    # 5 classes x 10 shots = 50 samples dealt in batches of 10: one pass is 5 batches.
+    assert book.last_batch_overlap(5) == 0.0
+    assert book.last_batch_overlap(6) == 1.0
+    assert book.last_batch_overlap(8, tail_shots=5) == 0.0  # a separate tail is never seen before
+    # Batches of 12, 5 steps: the last batch holds 2 unseen samples of the first pass and 10 of the
+    # second, each already seen with probability 48/50: expected overlap (10 * 48/50) / 12 = 0.8.
+    assert book.last_batch_overlap(5, inner_batch=12, n_tasks=2000) == pytest.approx(0.8, abs=0.02)
+
+
+def test_obtain_rejects_unknown_profile():
+    with pytest.raises(ValueError, match="profile"):
+        book.obtain(configs.OMNIGLOT_5WAY, profile="fast")
+
+
+# ---------------------------------------------------------------- notebook rules
+def _cells(source: Path):
+    import jupytext
+
+    return jupytext.read(source).cells
+
+
+PARAMETERS = {"profile": "paper", "device": "cpu", "seed": 0, "retrain": False, "n_seeds": 1}
+FORBIDDEN_IN_LOOPS = {"meta_step", "step", "backward", "zero_grad", "train_batches", "eval_tasks", "meta_train"}
+
+
+def test_the_notebook_contract_files_exist():
+    names = {p.stem for p in SOURCES}
+    assert {"01_sine", "02_taylor", "03_geometry", "04_omniglot", "05_cifar_fs", "06_figure3", "07_figure4",
+            "08_report", "09_performance"} <= names
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_has_a_parameters_cell(source):
+    code = [c for c in _cells(source) if c.cell_type == "code"]
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    values = {}
+    for node in ast.parse(tagged[0].source).body:
+        assert isinstance(node, ast.Assign), "the parameters cell only assigns values"
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    for name in ("profile", "device", "seed", "retrain"):
+        assert values.get(name) == PARAMETERS[name], f"parameter {name} must default to {PARAMETERS[name]!r}"
+    assert code.index(tagged[0]) == 0, "the parameters cell is the first code cell"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_narrates_and_calls_the_library(source):
+    for cell in _cells(source):
+        if cell.cell_type != "code":
+            continue
+        for line in cell.source.splitlines():
+            assert not line.lstrip().startswith(("%", "!")), f"IPython magic or shell escape: {line}"
+        assert not re.search(r"pip install|conda install|urlretrieve|urlopen|requests\.get|wget |curl |download\s*=\s*True",
+                             cell.source), "no installs or downloads in notebooks"
+        tree = ast.parse(cell.source)
+        for loop in (n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While))):
+            for call in (n for n in ast.walk(loop) if isinstance(n, ast.Call)):
+                name = getattr(call.func, "attr", getattr(call.func, "id", None))
+                assert name not in FORBIDDEN_IN_LOOPS, \
+                    f"a loop calling {name}(): training loops and samplers belong in reptile_lib"
+
+
+# ---------------------------------------------------------------- executed notebooks
+def _executed(source: Path) -> dict:
+    path = EXECUTED / f"{source.stem}.ipynb"
+    assert path.exists(), f"{path} missing: run `make book` and commit book/executed/"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_executed_notebook_is_in_sync_with_its_source(source):
+    """book/executed/NN.ipynb was executed from the current notebooks/NN.py (else: run `make book`)."""
+    nb = _executed(source)
+    executed = [("".join(c["source"]) if isinstance(c["source"], list) else c["source"]).strip()
+                for c in nb["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    expected = [c.source.strip() for c in _cells(source)]
+    assert executed == expected, f"{source.name} changed since book/executed/ was made: run `make book`"
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert nb["metadata"]["papermill"]["parameters"]["profile"] in ("paper", "smoke")
+    assert "start_time" not in nb["metadata"]["papermill"], "run metadata is stripped (tools/build_book.py)"
+
+
+@pytest.mark.parametrize("source", [s for s in SOURCES if s.stem[:2] >= "04"], ids=lambda p: p.stem)
+def test_experiment_notebooks_check_their_tables_strictly(source):
+    tagged = [c for c in _cells(source) if "nbval-check-output" in c.metadata.get("tags", [])]
+    assert tagged, "tables and verdicts computed from results are checked by nbval (tag nbval-check-output)"
+
+
+# ---------------------------------------------------------------- the book's configuration
+def _toc_files() -> list[str]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.toc_files(ROOT)
+
+
+def test_toc_pages_exist_and_every_page_is_in_the_toc():
+    files = _toc_files()
+    for f in files:
+        assert any((ROOT / f"{f}{s}").exists() for s in (".md", ".ipynb")), f
+    pages = {p.relative_to(ROOT).with_suffix("").as_posix() for p in (ROOT / "book").rglob("*")
+             if p.suffix in (".md", ".ipynb") and "_ext" not in p.parts and not p.name.startswith(".")}
+    assert pages == set(files)
+    assert {f"book/executed/{s.stem}" for s in SOURCES} <= set(files)
+
+
+def test_config_is_offline_strict_and_launchable():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["only_build_toc_files"] is True
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    mathjax = cfg["sphinx"]["config"]["mathjax_path"]
+    assert mathjax == "mathjax/tex-mml-chtml.js" and "//" not in mathjax
+    assert cfg["sphinx"]["config"]["nb_ipywidgets_js"] == {}
+    assert cfg["launch_buttons"]["binderhub_url"] and cfg["launch_buttons"]["colab_url"]
+    assert cfg["repository"]["url"] == "https://github.com/reptile-book/reptile-book"
+    for bib in cfg["bibtex_bibfiles"]:
+        assert (ROOT / bib).exists()
+
+
+def test_mathjax_ships_with_the_pinned_package():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("offline_site", ROOT / "book" / "_ext" / "offline_site.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    es5 = mod.mathjax_source()
+    assert (es5 / "tex-mml-chtml.js").stat().st_size > 100_000
+    assert list((es5 / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+
+
+def test_executed_notebooks_are_not_git_ignored():
+    probe = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "book/executed/04_omniglot.ipynb"])
+    assert probe.returncode == 1, "book/executed/ must be committed, not git-ignored"

@@ -1,0 +1,176 @@
+"""Execute the book's notebooks and build the site (what ``make book`` and ``make reproduce`` run).
+
+    python tools/build_book.py                       # build the site from the committed executed notebooks
+    python tools/build_book.py --execute             # notebooks/*.py -> book/executed/*.ipynb, then build
+    python tools/build_book.py --execute --only 04_omniglot --profile smoke
+    python tools/build_book.py --execute --profile paper --retrain --device cuda --n-seeds 3   # make reproduce
+
+Executing a notebook: ``jupytext --to ipynb notebooks/NN.py`` writes the paired (git-ignored)
+``notebooks/NN.ipynb``; papermill runs it with the venv's ``python3`` kernel and the given
+parameters into ``book/executed/NN.ipynb`` (through a temporary file, so a failed run leaves the
+committed notebook untouched); run-specific metadata (timestamps, temporary paths) is removed so
+that re-executing with unchanged results changes as little as possible. The site is then built
+with Jupyter Book 1, warnings as errors, into ``<out>/_build/html``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+EXECUTED = ROOT / "book" / "executed"
+KERNEL = "python3"
+
+
+def notebook_sources(only: list[str] | None = None) -> list[Path]:
+    """``notebooks/NN_name.py`` in order; ``only`` selects by stem (``04_omniglot``) or number (``04``)."""
+    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    if only:
+        chosen = [p for p in sources if p.stem in only or p.stem[:2] in only]
+        unknown = [o for o in only if not any(p.stem == o or p.stem[:2] == o for p in sources)]
+        if unknown:
+            raise SystemExit(f"build_book: no notebook {unknown}; have {', '.join(p.stem for p in sources)}")
+        return chosen
+    return sources
+
+
+def ensure_kernel() -> None:
+    """Register this interpreter as the ``python3`` kernel inside the venv (never in $HOME) if needed."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().find_kernel_specs()
+    if KERNEL in specs:
+        return
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL], check=True)
+
+
+def to_ipynb(source: Path) -> Path:
+    """``jupytext --to ipynb`` (a fresh notebook from the .py: no outputs, no kernel metadata)."""
+    subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", str(source)], check=True, cwd=ROOT)
+    return source.with_suffix(".ipynb")
+
+
+def strip_run_metadata(path: Path) -> None:
+    """Remove timestamps, durations and temporary paths that papermill and nbclient record, and fold
+    the default parameters cell away in the book (papermill's injected cell below it shows the values used)."""
+    nb = json.loads(path.read_text())
+    pm = nb.get("metadata", {}).get("papermill", {})
+    for key in ("start_time", "end_time", "duration", "input_path", "output_path", "environment_variables",
+                "exception"):
+        pm.pop(key, None)
+    for cell in nb.get("cells", []):
+        md = cell.get("metadata", {})
+        md.pop("execution", None)
+        md.pop("papermill", None)
+        tags = md.get("tags", [])
+        if "parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")  # the page shows the injected values; the defaults fold away
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def execute(source: Path, parameters: dict, out_dir: Path = EXECUTED) -> Path:
+    """Run one notebook with papermill into ``out_dir``; the old output stays if it fails."""
+    import papermill
+
+    ipynb = to_ipynb(source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / ipynb.name
+    tmp = out_dir / f".{ipynb.stem}.tmp.ipynb"
+    try:
+        papermill.execute_notebook(str(ipynb), str(tmp), parameters=parameters, kernel_name=KERNEL,
+                                   language="python", cwd=str(NOTEBOOKS), progress_bar=False)
+        strip_run_metadata(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return target
+
+
+def toc_files(root: Path = ROOT) -> list[str]:
+    """Every page named in ``_toc.yml`` (without suffix), root first."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc.get("parts", []))
+    return files
+
+
+def check_toc(root: Path = ROOT) -> None:
+    missing = [f for f in toc_files(root) if not any((root / f"{f}{s}").exists() for s in (".md", ".ipynb"))]
+    if missing:
+        raise SystemExit(f"build_book: pages of _toc.yml missing: {missing}. Run `make book` to execute the "
+                         f"notebooks into book/executed/.")
+
+
+def build(out: Path | None = None) -> Path:
+    """``jupyter-book build`` with warnings as errors; returns the HTML folder."""
+    check_toc()
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(ROOT),
+           "-W", "--keep-going", "--all", "--builder", "html"]
+    if out is not None:
+        cmd += ["--path-output", str(out)]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    html = (out or ROOT) / "_build" / "html"
+    if not (html / "index.html").exists():
+        raise SystemExit(f"build_book: {html / 'index.html'} was not written")
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--execute", action="store_true", help="execute notebooks/*.py into book/executed/ first")
+    p.add_argument("--only", nargs="+", default=None, metavar="NB", help="execute only these notebooks (e.g. 04_omniglot or 04)")
+    p.add_argument("--profile", choices=("paper", "smoke"), default="paper",
+                   help="'paper': committed results, smoke fallback (default); 'smoke': always train tiny versions")
+    p.add_argument("--retrain", action="store_true", help="retrain the paper-scale experiments (GPU) and rewrite results/")
+    p.add_argument("--device", default="cpu", help="torch device for training (default: cpu)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument("--n-seeds", type=int, default=1, help="seeds per experiment when retraining (default: 1)")
+    p.add_argument("--no-build", action="store_true", help="only execute, do not build the site")
+    p.add_argument("--out", type=Path, default=None, help="build into OUT/_build/html (default: ./_build/html)")
+    args = p.parse_args(argv)
+
+    if args.execute:
+        ensure_kernel()
+        # One OpenMP thread per kernel unless asked otherwise: the book's small convolutions gain
+        # little from a second thread, and oversubscribed OpenMP threads (other jobs on the
+        # machine) spin-wait and slow a run down several-fold.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        params = {"profile": args.profile, "device": args.device, "seed": args.seed, "retrain": args.retrain,
+                  "n_seeds": args.n_seeds}
+        total = time.time()
+        for source in notebook_sources(args.only):
+            t = time.time()
+            print(f"build_book: executing {source.relative_to(ROOT)} {params}", flush=True)
+            execute(source, params)
+            print(f"build_book:   done in {time.time() - t:.0f} s", flush=True)
+        print(f"build_book: executed in {time.time() - total:.0f} s", flush=True)
+    if not args.no_build:
+        t = time.time()
+        html = build(args.out)
+        print(f"build_book: site built in {time.time() - t:.0f} s: {html / 'index.html'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
