@@ -230,7 +230,7 @@ def test_default_roots_include_the_fetch_folder(monkeypatch, tmp_path):
 def cifar_real():
     folder = fx.real_folder("cifar_fs", ("classes.csv", "images"))
     rows = sorted(cifar.read_classes(folder), key=lambda r: int(r["fine_label"]))
-    images, enc = cifar.read_tiles(folder, [r["fine_name"] for r in rows])
+    (images,), enc = cifar.read_tiles(folder, [[r["fine_name"] for r in rows]])
     return folder, images, enc
 
 
@@ -238,7 +238,9 @@ def cifar_real():
 def cached_tiles(cifar_real, monkeypatch):
     """Loaders reuse the module's decoded tiles (decoding all 100 tiles once is the slow part)."""
     _, images, enc = cifar_real
-    monkeypatch.setattr(cifar, "read_tiles", lambda folder, names: (images[:len(names)], enc))
+    names = [c[1] for c in CLASSES]
+    monkeypatch.setattr(cifar, "read_tiles", lambda folder, groups: (
+        [images[[names.index(n) for n in g]] for g in groups], enc))
 
 
 def test_embedded_splits_equal_shared_classes_csv(cifar_real):

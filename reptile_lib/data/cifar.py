@@ -92,8 +92,8 @@ def encoding_of(folder: Path, paths: list[Path]) -> str:
     return "+".join(suffixes)
 
 
-def decode_tile(path: Path) -> np.ndarray:
-    """One class's images from its tile: uint8 (n, 3, 32, 32), n = rows * 30."""
+def decode_tile(path: Path, out: np.ndarray | None = None) -> np.ndarray:
+    """One class's images from its tile: uint8 (n, 3, 32, 32), n = rows * 30 (written into ``out`` if given)."""
     from PIL import Image
 
     try:
@@ -106,9 +106,13 @@ def decode_tile(path: Path) -> np.ndarray:
     except (OSError, SyntaxError) as e:  # Pillow: truncated or not an image
         raise ValueError(f"{path} is not a readable image ({e}); re-fetch with `reptile data fetch cifar100`") from None
     rows = h // IMAGE
-    # (rows*32, 30*32, 3) -> (rows, 32, 30, 32, 3) -> (rows, 30, 3, 32, 32) -> (n, 3, 32, 32)
-    return np.ascontiguousarray(tile.reshape(rows, IMAGE, COLS, IMAGE, 3).transpose(0, 2, 4, 1, 3)
-                                .reshape(rows * COLS, 3, IMAGE, IMAGE))
+    if out is None:
+        out = np.empty((rows * COLS, 3, IMAGE, IMAGE), dtype=np.uint8)
+    elif out.shape != (rows * COLS, 3, IMAGE, IMAGE):
+        raise ValueError(f"{path} holds {rows * COLS} images, the other tiles {out.shape[0]}; re-fetch the data")
+    # (rows*32, 30*32, 3) -> (rows, 32, 30, 32, 3) -> (rows, 30, 3, 32, 32): one copy, into out
+    out.reshape(rows, COLS, 3, IMAGE, IMAGE)[...] = tile.reshape(rows, IMAGE, COLS, IMAGE, 3).transpose(0, 2, 4, 1, 3)
+    return out
 
 
 def make_tile(images: np.ndarray) -> np.ndarray:
@@ -120,15 +124,24 @@ def make_tile(images: np.ndarray) -> np.ndarray:
                                 .reshape(n // COLS * IMAGE, COLS * IMAGE, 3))
 
 
-def read_tiles(folder: Path, names: list[str]) -> tuple[np.ndarray, str]:
-    """(uint8 (len(names), n, 3, 32, 32), encoding) decoded with two threads (Pillow releases the GIL)."""
-    paths = [tile_path(folder, n) for n in names]
-    with ThreadPoolExecutor(2) as pool:
-        tiles = list(pool.map(decode_tile, paths))
-    counts = {t.shape[0] for t in tiles}
-    if len(counts) != 1:
-        raise ValueError(f"{folder}: tiles hold different numbers of images ({sorted(counts)}); re-fetch the data")
-    return np.stack(tiles), encoding_of(folder, paths)
+def read_tiles(folder: Path, groups: list[list[str]]) -> tuple[list[np.ndarray], str]:
+    """For each group of class names, uint8 (len(group), n, 3, 32, 32); and the encoding read.
+
+    Tiles are decoded by a thread pool (Pillow releases the GIL) straight into the output arrays.
+    """
+    from PIL import Image
+
+    paths = [[tile_path(folder, n) for n in g] for g in groups]
+    flat = [(gi, j, p) for gi, g in enumerate(paths) for j, p in enumerate(g)]
+    try:
+        with Image.open(flat[0][2]) as im:
+            per_class = (im.size[1] // IMAGE) * COLS
+    except OSError as e:
+        raise ValueError(f"{flat[0][2]} is not a readable image ({e}); re-fetch with `reptile data fetch cifar100`") from None
+    out = [np.empty((len(g), per_class, 3, IMAGE, IMAGE), dtype=np.uint8) for g in groups]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(lambda t: decode_tile(t[2], out[t[0]][t[1]]), flat))
+    return out, encoding_of(folder, [p for _, _, p in flat])
 
 
 def cifar_folder(root: str | Path | None = None) -> Path:
@@ -150,16 +163,14 @@ def load_cifar(root: str | Path | None = None, split: str = "cifar_fs") -> dict[
     folder = cifar_folder(root)
     rows = sorted(read_classes(folder), key=lambda r: int(r["fine_label"]))
     column = SPLIT_COLUMNS[split]
-    images, encoding = read_tiles(folder, [r["fine_name"] for r in rows])
-    tag = "" if encoding == "png" else f"@{encoding}"
-    out = {}
+    names = {s: [r["fine_name"] for r in rows if r[column] == s] for s in SPLITS}
     for s in SPLITS:
-        idx = [i for i, r in enumerate(rows) if r[column] == s]
-        if not idx:
+        if not names[s]:
             raise ValueError(f"{folder}/classes.csv: no class has {column}={s}")
-        out[s] = ClassDataset(torch.from_numpy(images[idx]), f"{split}/{s}{tag}",
-                              tuple(rows[i]["fine_name"] for i in idx), scale=255.0)
-    return out
+    images, encoding = read_tiles(folder, [names[s] for s in SPLITS])
+    tag = "" if encoding == "png" else f"@{encoding}"
+    return {s: ClassDataset(torch.from_numpy(x), f"{split}/{s}{tag}", tuple(names[s]), scale=255.0)
+            for s, x in zip(SPLITS, images)}
 
 
 def split_counts(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
@@ -171,8 +182,9 @@ def pack_cifar(src_root: str | Path | None, dst_folder: str | Path, fmt: str = "
                force: bool = False) -> dict:
     """A smaller copy of the CIFAR-100 tiles in ``dst_folder/cifar_fs/{classes.csv, images/*.<fmt>}``.
 
-    JPEG uses ``quality`` and no chroma subsampling (``subsampling=0``, 4:4:4); WebP uses ``quality``
-    (``quality=100`` and ``fmt='webp'`` is lossy too; ``fmt='png'`` is a lossless copy). The copy is
+    JPEG uses ``quality`` and no chroma subsampling (``subsampling=0``, 4:4:4), so its 8x8 blocks
+    tile each 32x32 image exactly and no block mixes two images; WebP uses ``quality`` (lossy, and
+    always 4:2:0 chroma); ``fmt='png'`` is a lossless copy. The copy is
     written to a temporary folder and renamed into place, so a failure leaves nothing behind.
     Returns (and writes to ``pack.json``) the format, bytes and the mean / max absolute pixel
     difference from the source, measured by decoding what was written.

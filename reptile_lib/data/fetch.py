@@ -30,6 +30,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from http.client import HTTPException
 from pathlib import Path
@@ -161,7 +162,7 @@ def convert_omniglot(archives: dict[str, Path], out: Path) -> dict[str, int]:
                     raise FetchError(f"{archives[s].name}: {'/'.join(key)}: file names are not <id>_<drawer>.png")
                 char_ids.append(int(ids.pop()))
                 for j, f in enumerate(files):
-                    images[i, j] = read_png(io.BytesIO(z.read(f)))
+                    images[i, j] = read_png(io.BytesIO(z.read(f)))  # all 32,460: ~25 s on one core
         write_npz(out / f"{s}.npz", images, names, char_ids)
         counts[s] = len(names)
     return counts
@@ -203,8 +204,12 @@ def convert_cifar(archive: Path, out: Path) -> dict[str, int]:
     if len(counts) != len(expected) or len(set(counts.tolist())) != 1:
         raise FetchError(f"{archive.name}: classes have {counts.min()} to {counts.max()} images, expected the same number")
     (out / "images").mkdir(parents=True)
-    for label, name in enumerate(expected):
-        Image.fromarray(make_tile(data[labels == label])).save(out / "images" / f"{name}.png")
+
+    def save(label: int) -> None:  # PNG's zlib releases the GIL: tiles are written in parallel
+        Image.fromarray(make_tile(data[labels == label])).save(out / "images" / f"{expected[label]}.png")
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(save, range(len(expected))))
     (out / "classes.csv").write_text(classes_csv())
     return {"classes": len(expected), "per_class": int(counts[0])}
 
@@ -223,7 +228,7 @@ def fetch(name: str, root: str | Path | None = None, sources: tuple[Source, ...]
     data_root = fetch_root(root)
     target = data_root / TARGETS[name]
     if target.exists() and not force:
-        log(f"{target} already exists; nothing to do (pass --force to fetch it again)")
+        log(f"{target} already exists; nothing to do (`reptile data check` verifies it; --force fetches it again)")
         return target
     try:
         data_root.mkdir(parents=True, exist_ok=True)
