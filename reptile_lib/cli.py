@@ -6,7 +6,8 @@
     reptile data check
 
 Expected failures (missing data, bad input, a diverged run) print one line and exit non-zero:
-2 bad usage, 3 data not found, 4 a results/checkpoint file of another config, 5 diverged.
+2 bad usage, 3 data not found, 4 a results/checkpoint file of another config, 5 diverged
+(``reptile data ...``: 1 failed, see ``reptile data --help``).
 """
 from __future__ import annotations
 
@@ -94,12 +95,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("configs", help="list the named configs with their hyper-parameters")
 
-    d = sub.add_parser("data", help="fetch, check or pack data sets")
-    try:
-        from .data.commands import add_data_commands
-        add_data_commands(d.add_subparsers(dest="data_command", required=True, metavar="ACTION"))
-    except ImportError:  # pragma: no cover - data commands land separately
-        pass
+    from .data.commands import add_data_commands
+    add_data_commands(sub)  # reptile data fetch | check | pack
     return p
 
 
