@@ -1,4 +1,5 @@
-"""Where data lives: ``--data-root`` flag > ``$REPTILE_DATA`` > ``../shared/datasets`` beside the repository.
+"""Where data lives: ``--data-root`` flag > ``$REPTILE_DATA`` > ``../shared/datasets`` beside the repository
+> the user data folder that ``reptile data fetch`` writes to (``~/.cache/reptile-book/datasets``).
 
 Nothing is downloaded unless a user runs ``reptile data fetch``.
 """
@@ -11,6 +12,21 @@ ENV_VAR = "REPTILE_DATA"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def user_data_root() -> Path:
+    """Where ``reptile data fetch`` puts data by default: ``$XDG_CACHE_HOME/reptile-book/datasets``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "reptile-book" / "datasets"
+
+
+def fetch_root(flag: str | os.PathLike | None = None) -> Path:
+    """The root ``reptile data fetch`` writes to: ``--data-root`` > ``$REPTILE_DATA`` > :func:`user_data_root`."""
+    if flag:
+        return Path(flag).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return user_data_root()
+
+
 class DataNotFoundError(FileNotFoundError):
     """A data set is not where we looked; the message lists the paths and the fetch command."""
 
@@ -21,7 +37,7 @@ def candidate_roots(flag: str | os.PathLike | None = None) -> list[Path]:
         return [Path(flag).expanduser()]
     if os.environ.get(ENV_VAR):
         return [Path(os.environ[ENV_VAR]).expanduser()]
-    roots = [REPO_ROOT.parent / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets"]
+    roots = [REPO_ROOT.parent / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets", user_data_root()]
     return list(dict.fromkeys(p.resolve() for p in roots))
 
 

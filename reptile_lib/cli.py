@@ -1,0 +1,190 @@
+"""``reptile``: train, evaluate and manage data from the command line.
+
+    reptile train --config omniglot_5way --profile smoke --seeds 0
+    reptile evaluate --config omniglot_5way --weights results/weights/omniglot_5way_seed0.pt
+    reptile configs
+    reptile data check
+
+Expected failures (missing data, bad input, a diverged run) print one line and exit non-zero:
+2 bad usage, 3 data not found, 4 a results/checkpoint file of another config, 5 diverged
+(``reptile data ...``: 1 failed, see ``reptile data --help``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_USAGE, EXIT_DATA, EXIT_MISMATCH, EXIT_DIVERGED = 2, 3, 4, 5
+
+
+def _value(field: dataclasses.Field, text: str) -> Any:
+    """Parse ``text`` as the type of a config field (for ``--set key=value``)."""
+    t = str(field.type)
+    if text.lower() in ("none", "null") and "None" in t:
+        return None
+    if "tuple" in t:
+        return tuple(int(x) for x in text.split(",") if x)
+    if t.startswith("bool"):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{field.name} takes true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if t.startswith("int"):
+        return int(text)
+    if t.startswith("float"):
+        return float(text)
+    return text
+
+
+def apply_overrides(config, pairs: Sequence[str]):
+    """``dataclasses.replace`` with ``key=value`` strings, e.g. ``inner_iters=3``."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields or key in ("evals", "name"):
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(k for k in fields if k not in ('evals', 'name'))}")
+        changes[key] = _value(fields[key], text)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .configs import PAPER_CONFIGS
+
+    p = argparse.ArgumentParser(prog="reptile", description="Reptile / FOMAML meta-learning (Nichol et al. 2018).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp, with_profile=True):
+        sp.add_argument("--config", required=True, choices=sorted(PAPER_CONFIGS), metavar="NAME",
+                        help=f"the paper run to use: {', '.join(sorted(PAPER_CONFIGS))}")
+        if with_profile:
+            sp.add_argument("--profile", choices=("paper", "smoke"), default="paper",
+                            help="'paper' = the paper's scale (GPU), 'smoke' = a tiny CPU-sized variant (default: paper)")
+        sp.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="override config fields, e.g. --set meta_iters=500 inner_iters=3")
+        sp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+        sp.add_argument("--data-root", default=None,
+                        help="folder holding omniglot/, cifar_fs/, miniimagenet/ (default: $REPTILE_DATA, "
+                             "then ../shared/datasets beside the repository)")
+
+    t = sub.add_parser("train", help="meta-train a config for one or more seeds, evaluate, write results JSON",
+                       description="Meta-train, evaluate on the paper's protocol, write a results file.")
+    common(t)
+    t.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to train (default: 0)")
+    t.add_argument("--out", default=None, help="results file (default: results/NAME.json, or results/smoke/NAME.json)")
+    t.add_argument("--weights-dir", default=None, help="where trained weights go (default: beside --out, in weights/)")
+    t.add_argument("--checkpoint-dir", default="checkpoints", help="checkpoints, resumed if present (default: checkpoints)")
+    t.add_argument("--checkpoint-every", type=int, default=1000, help="meta-iterations between checkpoints (default: 1000)")
+    t.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints and start afresh")
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="stop training after this long, checkpoint, and mark the results unfinished")
+    t.add_argument("--eval-splits", nargs="+", default=["test", "train"], help="splits to evaluate (default: test train)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("evaluate", help="evaluate trained weights on the paper's protocol",
+                       description="Evaluate a weights file written by `reptile train`.")
+    common(e, with_profile=True)
+    e.add_argument("--weights", required=True, help="a weights file written by `reptile train`")
+    e.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    e.add_argument("--tasks", type=int, default=None, help="number of tasks (default: the config's eval_samples)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation tasks (default: 0)")
+
+    sub.add_parser("configs", help="list the named configs with their hyper-parameters")
+
+    from .data.commands import add_data_commands
+    add_data_commands(sub)  # reptile data fetch | check | pack
+    return p
+
+
+def _train(args) -> int:
+    from .configs import get_config
+    from .data import load_dataset
+    from .experiment import run_experiment, slug
+
+    config = apply_overrides(get_config(args.config, args.profile), args.set)
+    out = Path(args.out) if args.out else Path("results") / ("" if args.profile == "paper" else "smoke") / f"{slug(config.name)}.json"
+    weights = Path(args.weights_dir) if args.weights_dir else out.parent / "weights"
+    splits = load_dataset(config.dataset, args.data_root)
+    doc = run_experiment(config, args.profile, args.seeds, splits=splits, device=args.device, out=out,
+                         weights_dir=weights, checkpoint_dir=args.checkpoint_dir,
+                         checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
+                         max_minutes=args.max_minutes, eval_splits=args.eval_splits, progress=not args.quiet)
+    for name, m in doc["metrics"].items():
+        print(f"{name:40s} {100 * m['mean']:6.2f} ± {100 * m['ci95']:.2f} %  ({m['n_tasks']} tasks)")
+    print(f"wrote {out}{'' if doc['provenance']['finished'] else ' (UNFINISHED: re-run to resume)'}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .configs import get_config
+    from .data import load_dataset
+    from .evaluate import Accuracy
+    from .experiment import evaluate_model, load_weights
+    from .train import make_learner
+
+    config = apply_overrides(get_config(args.config, args.profile), args.set)
+    splits = load_dataset(config.dataset, args.data_root)
+    if args.split not in splits:
+        raise ValueError(f"{config.dataset} has no split {args.split!r}; choose one of {', '.join(sorted(splits))}")
+    learner = make_learner(config, splits["train"].image_shape, args.device)
+    params, opt_state, _ = load_weights(args.weights, config, args.device)
+    accs = evaluate_model(config, learner, params, opt_state, splits[args.split], args.split, args.seed,
+                          args.device, n_tasks=args.tasks)
+    for name, v in accs.items():
+        a = Accuracy.of(v)
+        print(f"{name:40s} {100 * a.mean:6.2f} ± {100 * a.ci95:.2f} %  ({a.n_tasks} tasks)")
+    return 0
+
+
+def _configs(args) -> int:
+    from .configs import PAPER_CONFIGS
+
+    for name, c in sorted(PAPER_CONFIGS.items()):
+        d = {k: v for k, v in c.to_dict().items() if k != "name"}
+        print(f"{name}: {json.dumps(d)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .paths import DataNotFoundError
+    from .results import ResultsMismatchError
+
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
+        if args.command == "configs":
+            return _configs(args)
+        return args.func(args)
+    except DataNotFoundError as e:
+        print(f"reptile: error: {e}", file=sys.stderr)
+        return EXIT_DATA
+    except ResultsMismatchError as e:
+        print(f"reptile: error: {e}", file=sys.stderr)
+        return EXIT_MISMATCH
+    except KeyboardInterrupt:
+        print("reptile: interrupted (the last checkpoint is kept; re-run to resume)", file=sys.stderr)
+        return 130
+    except Exception as e:  # expected failures become one line; programming errors keep their traceback
+        from .train import CheckpointMismatchError, TrainingDiverged
+        if isinstance(e, TrainingDiverged):
+            print(f"reptile: error: {e}", file=sys.stderr)
+            return EXIT_DIVERGED
+        if isinstance(e, CheckpointMismatchError):
+            print(f"reptile: error: {e}", file=sys.stderr)
+            return EXIT_MISMATCH
+        if isinstance(e, (ValueError, KeyError, FileNotFoundError)):
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            print(f"reptile: error: {msg}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny synthetic data for fast algorithm tests, real Omniglot loaded once."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reptile_lib.tasks import ClassDataset
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture
+def tiny_data() -> ClassDataset:
+    """12 classes x 8 images of 1x28x28 binary 'characters' (class-dependent blobs + noise)."""
+    g = torch.Generator().manual_seed(1234)
+    protos = torch.rand(12, 1, 1, 28, 28, generator=g) < 0.3
+    noise = torch.rand(12, 8, 1, 28, 28, generator=g) < 0.05
+    images = (protos ^ noise).to(torch.uint8)
+    return ClassDataset(images, "tiny", tuple(f"c{i}" for i in range(12)))
+
+
+@pytest.fixture(scope="session")
+def omniglot():
+    from reptile_lib.data import load_dataset
+    return load_dataset("omniglot")

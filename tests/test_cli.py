@@ -1,0 +1,54 @@
+"""The command line: help, exit codes and one-line messages for bad input."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reptile_lib.cli import apply_overrides, main
+from reptile_lib.configs import OMNIGLOT_5WAY
+
+
+def test_help_explains_every_train_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config", "--profile", "--seeds", "--set", "--device", "--data-root", "--out",
+                 "--checkpoint-dir", "--checkpoint-every", "--no-resume", "--max-minutes"):
+        assert flag in out
+
+
+def test_unknown_config_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", "nope"])
+    assert e.value.code == 2
+
+
+def test_missing_data_names_the_paths_and_the_fetch_command(tmp_path, capsys):
+    code = main(["train", "--config", "omniglot_5way", "--profile", "smoke", "--data-root", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert str(tmp_path / "none" / "omniglot") in err and "reptile data fetch omniglot" in err
+    assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_bad_override_and_impossible_task_are_one_line_errors(capsys, tmp_path):
+    assert main(["train", "--config", "omniglot_5way", "--set", "inner_itters=3"]) == 2
+    assert "inner_iters" in capsys.readouterr().err
+    code = main(["train", "--config", "omniglot_5way", "--profile", "smoke", "--set", "classes=500",
+                 "--out", str(tmp_path / "r.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "500-way tasks need 500 classes, this split has" in err  # test split: 423 classes
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_overrides_are_typed():
+    c = apply_overrides(OMNIGLOT_5WAY, ["inner_iters=3", "learning_rate=0.01", "sgd=true", "foml_tail=none"])
+    assert (c.inner_iters, c.learning_rate, c.sgd, c.foml_tail) == (3, 0.01, True, None)
+
+
+def test_import_is_cheap():
+    t = time.time()
+    subprocess.run([sys.executable, "-c", "import reptile_lib"], check=True)
+    assert time.time() - t < 2.0
