@@ -71,7 +71,9 @@ if have_loader:
     plt.show()
 
 # %%
-doc = book.obtain(config, profile=profile, device=device, seeds=seeds, retrain=retrain) if have_loader else None
+# The smoke run is smaller than the other chapters': this network costs several times Omniglot's per image.
+smoke = book.book_smoke(config, meta_iters=20, eval_samples=10)
+doc = book.obtain(config, profile=profile, device=device, seeds=seeds, retrain=retrain, smoke=smoke) if have_loader else None
 
 # %% tags=["nbval-check-output"]
 ours = book.paper_scale(doc)

@@ -84,4 +84,5 @@ if smoke_docs:
     ax.set_title("Figure 3 curves, smoke run (5 test tasks per point)", fontsize=9)
     ax.legend(fontsize=8)
     plt.show()
-    display(Markdown(f"*Source: {book.provenance_line(next(iter(smoke_docs.values())))}, each curve.*"))
+    for name, doc in smoke_docs.items():
+        display(Markdown(f"*{name}: {book.provenance_line(doc)}.*"))

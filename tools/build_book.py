@@ -7,8 +7,8 @@
 
 Executing a notebook: ``jupytext --to ipynb notebooks/NN.py`` writes the paired (git-ignored)
 ``notebooks/NN.ipynb``; papermill runs it with the venv's ``python3`` kernel and the given
-parameters into ``book/executed/NN.ipynb`` (through a temporary file, so a failed run leaves the
-committed notebook untouched); run-specific metadata (timestamps, temporary paths) is removed so
+parameters into a staging folder, and when every notebook has run the results replace
+``book/executed/NN.ipynb`` (a failed run leaves the committed notebooks untouched); run-specific metadata (timestamps, temporary paths) is removed so
 that re-executing with unchanged results changes as little as possible. The site is then built
 with Jupyter Book 1, warnings as errors, into ``<out>/_build/html``.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -74,8 +75,8 @@ def strip_run_metadata(path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
-def execute(source: Path, parameters: dict, out_dir: Path = EXECUTED) -> Path:
-    """Run one notebook with papermill into ``out_dir``; the old output stays if it fails."""
+def execute(source: Path, parameters: dict, out_dir: Path) -> Path:
+    """Run one notebook with papermill into ``out_dir``; nothing is left there if it fails."""
     import papermill
 
     ipynb = to_ipynb(source)
@@ -92,6 +93,28 @@ def execute(source: Path, parameters: dict, out_dir: Path = EXECUTED) -> Path:
             tmp.unlink()
         raise
     return target
+
+
+def execute_all(sources: list[Path], parameters: dict) -> None:
+    """Execute into a staging folder, then replace ``book/executed/`` notebooks all at once.
+
+    The working tree stays as it was while notebooks run (so the commit recorded in a run's
+    provenance is not marked dirty by this build's own outputs), and a failure leaves every
+    committed executed notebook untouched.
+    """
+    staging = ROOT / "_build" / "executed-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    total = time.time()
+    for source in sources:
+        t = time.time()
+        print(f"build_book: executing {source.relative_to(ROOT)} {parameters}", flush=True)
+        execute(source, parameters, staging)
+        print(f"build_book:   done in {time.time() - t:.0f} s", flush=True)
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    for nb in sorted(staging.glob("*.ipynb")):
+        os.replace(nb, EXECUTED / nb.name)
+    print(f"build_book: executed {len(sources)} notebooks in {time.time() - total:.0f} s -> "
+          f"{EXECUTED.relative_to(ROOT)}/", flush=True)
 
 
 def toc_files(root: Path = ROOT) -> list[str]:
@@ -158,13 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         params = {"profile": args.profile, "device": args.device, "seed": args.seed, "retrain": args.retrain,
                   "n_seeds": args.n_seeds}
-        total = time.time()
-        for source in notebook_sources(args.only):
-            t = time.time()
-            print(f"build_book: executing {source.relative_to(ROOT)} {params}", flush=True)
-            execute(source, params)
-            print(f"build_book:   done in {time.time() - t:.0f} s", flush=True)
-        print(f"build_book: executed in {time.time() - total:.0f} s", flush=True)
+        execute_all(notebook_sources(args.only), params)
     if not args.no_build:
         t = time.time()
         html = build(args.out)
