@@ -201,9 +201,10 @@ def comparison_rows(numbers: Iterable, docs: dict[str, dict | None]) -> list[dic
 
 
 def comparison_frame(numbers: Iterable, docs: dict[str, dict | None]) -> "pd.DataFrame":  # noqa: F821
+    """:func:`comparison_rows` as a table indexed by table, algorithm and setting."""
     import pandas as pd
 
-    return pd.DataFrame(comparison_rows(numbers, docs))
+    return pd.DataFrame(comparison_rows(numbers, docs)).set_index(["table", "algorithm", "setting"])
 
 
 def metrics_frame(doc: dict, split: str = "test") -> "pd.DataFrame":  # noqa: F821

@@ -63,7 +63,7 @@ def _rows(table: str, dataset: str, algorithm: str, transductive: bool, source: 
     elif "MAML" in algorithm:
         why = "not re-run: quoted from Finn et al."
     elif dataset == "miniimagenet":
-        why = "not re-run: no Mini-ImageNet data (CIFAR-FS stands in)"
+        why = "not re-run: no Mini-ImageNet data"
     else:
         why = "reference only: another paper's method"
     return [PaperNumber(table, dataset, algorithm, ways, shots, transductive, mean, pm, source,
