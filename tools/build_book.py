@@ -65,7 +65,8 @@ def strip_run_metadata(path: Path) -> None:
     for key in ("start_time", "end_time", "duration", "input_path", "output_path", "environment_variables",
                 "exception"):
         pm.pop(key, None)
-    for cell in nb.get("cells", []):
+    for i, cell in enumerate(nb.get("cells", [])):
+        cell["id"] = f"cell-{i:02d}"  # jupytext draws random ids: fixed ones keep diffs to real changes
         md = cell.get("metadata", {})
         md.pop("execution", None)
         md.pop("papermill", None)
