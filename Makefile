@@ -45,10 +45,13 @@ book-html: $(STAMP)
 
 # On a GPU machine: retrain every paper-scale experiment (resuming from checkpoints/), rewrite
 # results/*.json and the executed notebooks, and build the site. Commit results/ and book/executed/.
+# MAX_MINUTES=9 stops each experiment after 9 minutes (checkpointed, marked unfinished); run again to resume.
 SEEDS ?= 3
 DEVICE ?= cuda
+MAX_MINUTES ?=
 reproduce: $(STAMP)
-	$(PY) tools/build_book.py --execute --profile paper --retrain --device $(DEVICE) --n-seeds $(SEEDS)
+	$(PY) tools/build_book.py --execute --profile paper --retrain --device $(DEVICE) --n-seeds $(SEEDS) \
+	  $(if $(MAX_MINUTES),--max-minutes $(MAX_MINUTES))
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

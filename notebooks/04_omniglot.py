@@ -13,6 +13,7 @@ device = "cpu"     # torch device for any training
 seed = 0           # first seed
 retrain = False    # True: retrain at paper scale now (GPU) and rewrite results/
 n_seeds = 1        # seeds per experiment when retraining
+max_minutes = None  # retraining: stop each experiment after this long (resumable)
 
 # %%
 import matplotlib.pyplot as plt
@@ -61,7 +62,7 @@ book.table([{"config": name, **{k: getattr(c, k) for k in ("classes", "train_sho
 
 # %%
 docs = {name: book.obtain(c, profile=profile, device=device, seeds=seeds, retrain=retrain,
-                          fallback=(name == "omniglot_5way"))
+                          fallback=(name == "omniglot_5way"), max_minutes=max_minutes)
         for name, c in runs.items()}
 
 # %% [markdown]

@@ -16,6 +16,7 @@ device = "cpu"     # torch device for any training
 seed = 0           # first seed
 retrain = False    # True: retrain at paper scale now (GPU) and rewrite results/
 n_seeds = 1        # seeds per experiment when retraining
+max_minutes = None  # retraining: stop each experiment after this long (resumable)
 
 # %%
 import matplotlib.pyplot as plt
@@ -73,7 +74,8 @@ if have_loader:
 # %%
 # The smoke run is smaller than the other chapters': this network costs several times Omniglot's per image.
 smoke = book.book_smoke(config, meta_iters=20, eval_samples=10)
-doc = book.obtain(config, profile=profile, device=device, seeds=seeds, retrain=retrain, smoke=smoke) if have_loader else None
+doc = book.obtain(config, profile=profile, device=device, seeds=seeds, retrain=retrain, smoke=smoke,
+                  max_minutes=max_minutes) if have_loader else None
 
 # %% tags=["nbval-check-output"]
 ours = book.paper_scale(doc)

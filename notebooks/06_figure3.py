@@ -13,6 +13,7 @@ device = "cpu"     # torch device for any training
 seed = 0           # first seed
 retrain = False    # True: retrain at paper scale now (GPU) and rewrite results/
 n_seeds = 1        # seeds per experiment when retraining
+max_minutes = None  # retraining: stop each experiment after this long (resumable)
 
 # %%
 import matplotlib.pyplot as plt
@@ -34,7 +35,8 @@ book.table([{"curve": c.name, "k": c.inner_iters, "train_shots": c.train_shots, 
              "meta_step": c.meta_step, "meta_iters": c.meta_iters} for c in configs.FIGURE3_CURVES], index="curve")
 
 # %%
-docs = {c.name: book.obtain(c, profile=profile, device=device, seeds=seeds, retrain=retrain, fallback=False)
+docs = {c.name: book.obtain(c, profile=profile, device=device, seeds=seeds, retrain=retrain, fallback=False,
+                        max_minutes=max_minutes)
         for c in configs.FIGURE3_CURVES}
 
 # %% tags=["nbval-check-output"]

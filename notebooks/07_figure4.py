@@ -14,6 +14,7 @@ device = "cpu"     # torch device for any training
 seed = 0           # first seed
 retrain = False    # True: retrain at paper scale now (GPU) and rewrite results/
 n_seeds = 1        # seeds per experiment when retraining
+max_minutes = None  # retraining: stop each experiment after this long (resumable)
 
 # %%
 from IPython.display import Markdown, display

@@ -102,13 +102,15 @@ def result_name(config: Any) -> str:
 
 def obtain(config: Any, *, profile: str = "paper", device: str = "cpu", seeds: Sequence[int] = (0,),
            retrain: bool = False, smoke: Any | None = None, fallback: bool = True,
-           eval_splits: Sequence[str] = ("test",)) -> dict | None:
+           eval_splits: Sequence[str] = ("test",), max_minutes: float | None = None) -> dict | None:
     """The results a chapter shows for ``config`` (see the module docstring).
 
     Returns a results document (``experiment, profile, config, metrics, provenance, extra``);
     ``profile`` in it says what it is. ``smoke`` is the config of the smoke run (default
     :func:`book_smoke` of ``config``); with ``fallback=False`` there is no smoke run and the
-    result is None where no paper-scale results exist.
+    result is None where no paper-scale results exist. ``max_minutes`` bounds a retraining run:
+    it then stops, checkpointed under ``checkpoints/``, its results marked unfinished, and the
+    next call with ``retrain=True`` resumes it.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -124,7 +126,7 @@ def obtain(config: Any, *, profile: str = "paper", device: str = "cpu", seeds: S
         out = results_path(name, "paper")
         doc = run_experiment(config, "paper", list(seeds), splits=load_splits(config.dataset), device=device,
                              out=out, checkpoint_dir=checkpoints_dir(), weights_dir=results_dir() / "weights",
-                             experiment=config.name)
+                             max_minutes=max_minutes, experiment=config.name)
         return load_results(out, config, "paper")
     if not fallback:
         return None

@@ -4,6 +4,7 @@
     python tools/build_book.py --execute             # notebooks/*.py -> book/executed/*.ipynb, then build
     python tools/build_book.py --execute --only 04_omniglot --profile smoke
     python tools/build_book.py --execute --profile paper --retrain --device cuda --n-seeds 3   # make reproduce
+    python tools/build_book.py --only 04 --profile paper --retrain --device cuda --max-minutes 9   # resumable slices
 
 Executing a notebook: ``jupytext --to ipynb notebooks/NN.py`` writes the paired (git-ignored)
 ``notebooks/NN.ipynb``; papermill runs it with the venv's ``python3`` kernel and the given
@@ -163,25 +164,29 @@ def build(out: Path | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--execute", action="store_true", help="execute notebooks/*.py into book/executed/ first")
-    p.add_argument("--only", nargs="+", default=None, metavar="NB", help="execute only these notebooks (e.g. 04_omniglot or 04)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NB",
+                   help="execute only these notebooks (e.g. 04_omniglot or 04); implies --execute")
     p.add_argument("--profile", choices=("paper", "smoke"), default="paper",
                    help="'paper': committed results, smoke fallback (default); 'smoke': always train tiny versions")
     p.add_argument("--retrain", action="store_true", help="retrain the paper-scale experiments (GPU) and rewrite results/")
     p.add_argument("--device", default="cpu", help="torch device for training (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
     p.add_argument("--n-seeds", type=int, default=1, help="seeds per experiment when retraining (default: 1)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="when retraining, stop each experiment after this long (checkpointed, marked unfinished); "
+                        "run again to resume")
     p.add_argument("--no-build", action="store_true", help="only execute, do not build the site")
     p.add_argument("--out", type=Path, default=None, help="build into OUT/_build/html (default: ./_build/html)")
     args = p.parse_args(argv)
 
-    if args.execute:
+    if args.execute or args.only or args.retrain:
         ensure_kernel()
         # One OpenMP thread per kernel unless asked otherwise: the book's small convolutions gain
         # little from a second thread, and oversubscribed OpenMP threads (other jobs on the
         # machine) spin-wait and slow a run down several-fold.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         params = {"profile": args.profile, "device": args.device, "seed": args.seed, "retrain": args.retrain,
-                  "n_seeds": args.n_seeds}
+                  "n_seeds": args.n_seeds, "max_minutes": args.max_minutes}
         execute_all(notebook_sources(args.only), params)
     if not args.no_build:
         t = time.time()
