@@ -121,3 +121,11 @@ def test_outer_step_anneals_linearly_to_zero():
     assert algorithms.meta_step_size(1.0, 0.0, 0, 100) == 1.0
     assert algorithms.meta_step_size(1.0, 0.0, 50, 100) == pytest.approx(0.5)
     assert (configs.OMNIGLOT_5WAY.meta_step, configs.OMNIGLOT_5WAY.meta_step_final) == (1.0, 0.0)
+
+
+def test_one_trained_model_serves_both_shot_settings():
+    c = configs.OMNIGLOT_5WAY
+    assert c.train_shots == 10 and {e.shots for e in c.evals} == {1, 5}
+    data = tasks.ClassDataset(torch.zeros(6, 12, 1, 2, 2, dtype=torch.uint8), "toy", tuple("abcdef"))
+    batches = tasks.TaskSampler(data, 5, torch.Generator().manual_seed(0)).train_batches(2, 10, 10, 5)
+    assert len(batches) == 5 and batches[0][0].shape[:2] == (2, 10)  # 5 batches of 10 from 5 x 10 train shots
