@@ -31,7 +31,7 @@ from .inner import LossFn, inner_loop, regression_loss
 from .models import SineMLP, init_params
 from .optim import SGD, Adam
 from .params import Params
-from .results import atomic_write_text, config_hash, device_name, provenance, summarize, write_results
+from .results import atomic_write_text, config_hash, device_name, git_commit, provenance, summarize, write_results
 
 ALGORITHMS = ("reptile", "maml")
 INITS = ("random", "reptile", "maml")
@@ -325,7 +325,8 @@ def train_or_load(exp: SineExperiment, algorithm: str, activation: str, seed: in
     if weights_dir is not None:
         save_weights(meta.with_suffix(".pt"), r.phi)
         atomic_write_text(meta, json.dumps({"config_hash": config_hash(key), **key, "history": r.history,
-                                            "wall_time_s": r.wall_time_s, "device": device_name(device)},
+                                            "wall_time_s": r.wall_time_s, "device": device_name(device),
+                                            "commit": git_commit(), "torch": torch.__version__},
                                            indent=1) + "\n")
     return r
 
