@@ -103,9 +103,9 @@ SINE_PAPER = SineExperiment()
 
 def smoke(exp: SineExperiment = SINE_PAPER) -> SineExperiment:
     """A CPU-minute version of the experiment (same code paths, tiny runs)."""
-    r = dataclasses.replace(exp.reptile, meta_iters=300, log_every=100, log_tasks=20)
-    m = dataclasses.replace(exp.maml, meta_iters=60, meta_batch=5, meta_step=1e-2, meta_step_final=1e-2,
-                            log_every=20, log_tasks=20)
+    r = dataclasses.replace(exp.reptile, meta_iters=200, log_every=50, log_tasks=20)
+    m = dataclasses.replace(exp.maml, meta_iters=40, meta_batch=5, meta_step=3e-3, meta_step_final=3e-3,
+                            log_every=10, log_tasks=20)
     return dataclasses.replace(exp, reptile=r, maml=m, eval_tasks=200)
 
 
@@ -154,7 +154,7 @@ def adapted_predictions(model: torch.nn.Module, phi: Params, x_support: Tensor, 
     return out
 
 
-def test_tasks(exp: SineExperiment, seed: int, n: int | None = None) -> tuple[SineTasks, Tensor]:
+def new_tasks(exp: SineExperiment, seed: int, n: int | None = None) -> tuple[SineTasks, Tensor]:
     """The new tasks of a seed and their support points (the same for every initialisation)."""
     gen = torch.Generator().manual_seed(10_000 + seed)
     tasks = sample_tasks(n or exp.eval_tasks, gen)
@@ -192,7 +192,7 @@ def meta_train(config: SineConfig, activation: str, seed: int, exp: SineExperime
     init = init_params(model, torch.Generator().manual_seed(seed))
     init = {k: v.to(device) for k, v in init.items()}
     gen = torch.Generator().manual_seed(1_000 + seed)         # training tasks
-    val_tasks, val_x = test_tasks(exp, seed=20_000 + seed, n=config.log_tasks)  # learning curve
+    val_tasks, val_x = new_tasks(exp, seed=20_000 + seed, n=config.log_tasks)  # learning curve
     x_eval = grid(exp.grid_points).to(device)
     inner_opt = SGD(config.learning_rate)
     weights = step_weights(config.inner_iters)
@@ -277,7 +277,7 @@ def evaluate_inits(exp: SineExperiment, inits: dict[str, Params], activation: st
     """Per-task MSE curves (tasks, eval_iters + 1) of each initialisation on the seed's new tasks."""
     model = SineMLP(exp.reptile.hidden, activation).to(device)
     loss_fn = regression_loss(model)
-    tasks, x_s = test_tasks(exp, seed)
+    tasks, x_s = new_tasks(exp, seed)
     x_eval = grid(exp.grid_points).to(device)
     return {name: adaptation_curves(loss_fn, {k: v.to(device) for k, v in phi.items()}, _to(tasks, device),
                                     x_s.to(device), exp.eval_learning_rate, exp.eval_iters, x_eval).cpu()

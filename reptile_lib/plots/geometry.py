@@ -85,7 +85,7 @@ def trajectories(doc: dict, kind: str, ks: tuple[int, ...] | None = None) -> Fig
     ax.set_xlim(opt[0] - half, opt[0] + half)
     ax.set_ylim(opt[1] - half, opt[1] + half)
     ax.set_title("zoom: final points (dots: stochastic runs' finals)", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=6, loc="lower left", framealpha=0.9)
     for ax in axes:
         ax.set_aspect("equal")
         ax.set_xlabel("$w_1$")
