@@ -321,12 +321,13 @@ def train_or_load(exp: SineExperiment, algorithm: str, activation: str, seed: in
                 init = init_params(SineMLP(config.hidden, activation), torch.Generator().manual_seed(seed))
                 return TrainResult(load_weights(meta.with_suffix(".pt")), init, saved["history"],
                                    saved["wall_time_s"], loaded=True)
+    commit = git_commit()  # the code that trains, recorded before training
     r = meta_train(config, activation, seed, exp, device, progress)
     if weights_dir is not None:
         save_weights(meta.with_suffix(".pt"), r.phi)
         atomic_write_text(meta, json.dumps({"config_hash": config_hash(key), **key, "history": r.history,
                                             "wall_time_s": r.wall_time_s, "device": device_name(device),
-                                            "commit": git_commit(), "torch": torch.__version__},
+                                            "commit": commit, "torch": torch.__version__},
                                            indent=1) + "\n")
     return r
 
@@ -394,3 +395,35 @@ def run_experiment(exp: SineExperiment = SINE_PAPER, profile: str = "paper", dev
     if out is not None:
         write_results(out, exp.name, profile, exp, metrics, prov, extra)
     return doc
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m reptile_lib.sine [--profile paper] [--only reptile relu 0]``: (re)make Figure 1's results.
+
+    ``--only`` trains and saves one run (spread the four runs over processes); without it every
+    run is trained or loaded from ``results/weights`` and ``results/sine.json`` is written.
+    """
+    import argparse
+
+    from .book import results_dir, results_path
+
+    parser = argparse.ArgumentParser(prog="python -m reptile_lib.sine", description=main.__doc__)
+    parser.add_argument("--profile", choices=("paper", "smoke"), default="paper")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)")
+    parser.add_argument("--only", nargs=3, metavar=("ALGORITHM", "ACTIVATION", "SEED"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    exp = get_experiment(args.profile)
+    say = lambda m: print(m, flush=True)
+    weights = results_dir() / "weights" if args.profile == "paper" else results_dir() / "smoke" / "weights"
+    if args.only:
+        run_experiment(exp, args.profile, args.device, weights_dir=weights, progress=say,
+                       only=(args.only[0], args.only[1], int(args.only[2])))
+    else:
+        run_experiment(exp, args.profile, args.device, out=results_path("sine", args.profile),
+                       weights_dir=weights, progress=say)
+
+
+if __name__ == "__main__":
+    main()

@@ -371,3 +371,21 @@ def run_experiment(config: TaylorConfig = TAYLOR_PAPER, profile: str = "paper", 
         write_results(out, config.name, profile, config, metrics, prov, extra)
     return {"experiment": config.name, "profile": profile, "config": dataclasses.asdict(config),
             "config_hash": config_hash(config), "provenance": prov, "metrics": metrics, "extra": extra}
+
+
+def main(argv=None) -> None:
+    """``python -m reptile_lib.taylor [--profile paper]``: recompute and write ``results/taylor.json``."""
+    import argparse
+
+    from .book import results_path
+
+    parser = argparse.ArgumentParser(prog="python -m reptile_lib.taylor", description=main.__doc__)
+    parser.add_argument("--profile", choices=("paper", "smoke"), default="paper")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run_experiment(get_config(args.profile), args.profile, out=results_path("taylor", args.profile))
+
+
+if __name__ == "__main__":
+    main()
