@@ -74,8 +74,8 @@ print(provenance_line(doc))
 #   adaptation's own optimiser (SGD, lr 0.02) for **5 inner steps**. Why 5 and not 1: in a
 #   1,500-iteration probe with one inner step, the held-out MSE after 32 adaptation steps blew up
 #   at two of the six checkpoints (to about $7\times10^{6}$ and $3\times10^{11}$): an
-#   initialisation tuned for one step of 0.02 need not survive 32 of them. With 5 inner steps
-#   the same probe stayed stable.
+#   initialisation tuned for one step of 0.02 need not survive 32 of them. With 5 inner steps a
+#   1,200-iteration probe stayed stable (held-out MSE after 32 steps 0.95 at its end).
 # - Both start from the same Glorot-initialised network, which is also the **random
 #   initialisation** we compare against.
 # - **Adaptation and loss** (for all three initialisations alike): 10 points drawn from

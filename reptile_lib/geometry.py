@@ -240,12 +240,11 @@ def stochastic_runs(family: Family, method: str, config: GeometryConfig, start: 
     return torch.stack(traj, 1)
 
 
-def _thin(traj: Tensor, keep: int = 200) -> Tensor:
-    """At most ``keep`` points of a trajectory (first and last kept) for the results file."""
-    if len(traj) <= keep:
-        return traj
-    idx = torch.linspace(0, len(traj) - 1, keep).round().long().unique()
-    return traj[idx]
+def _thin(traj: Tensor, keep: int = 120) -> list:
+    """At most ``keep`` points of a trajectory (first and last kept), rounded: for drawing only."""
+    if len(traj) > keep:
+        traj = traj[torch.linspace(0, len(traj) - 1, keep).round().long().unique()]
+    return [[round(float(v), 6) for v in p] for p in traj]
 
 
 def _ci95(values: Tensor) -> float:
@@ -264,12 +263,12 @@ def run_family(family: Family, config: GeometryConfig) -> dict:
         out["reptile_fixed_point_analytic"] = {
             str(k): reptile_fixed_point_lines(family, k, config.learning_rate).tolist() for k in config.ks}
     proj = projection_full(family, config.full_iters, start, tol=config.full_tol)
-    out["projection_full"] = {"trajectory": _thin(proj).tolist(), "final": proj[-1].tolist(),
+    out["projection_full"] = {"trajectory": _thin(proj), "final": proj[-1].tolist(),
                               "iterations": len(proj) - 1, "distance": float((proj[-1] - opt).norm())}
     out["reptile_full"] = {}
     for k in config.ks:
         traj = reptile_full(family, k, config.learning_rate, config.full_iters, start, tol=config.full_tol)
-        out["reptile_full"][str(k)] = {"trajectory": _thin(traj).tolist(), "final": traj[-1].tolist(),
+        out["reptile_full"][str(k)] = {"trajectory": _thin(traj), "final": traj[-1].tolist(),
                                        "iterations": len(traj) - 1, "distance": float((traj[-1] - opt).norm())}
     out["stochastic"] = {}
     runs = {"projection": stochastic_runs(family, "projection", config, start, seed=config.seed)}
@@ -278,7 +277,7 @@ def run_family(family: Family, config: GeometryConfig) -> dict:
     for name, traj in runs.items():
         dist = (traj[:, -1] - opt).norm(dim=-1)
         # the runs' mean end point averages the SGD noise away and leaves the bias of the method
-        out["stochastic"][name] = {"trajectory_run0": _thin(traj[0]).tolist(), "finals": traj[:, -1].tolist(),
+        out["stochastic"][name] = {"trajectory_run0": _thin(traj[0]), "finals": traj[:, -1].tolist(),
                                    "distance_mean": float(dist.mean()), "distance_ci95": _ci95(dist),
                                    "distance_of_mean_final": float((traj[:, -1].mean(0) - opt).norm())}
     return out

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from reptile_lib import geometry as G
+from reptile_lib.results import load_results
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -105,3 +106,14 @@ def test_stochastic_runs_end_near_the_optimum(fams):
         assert float((runs[:, -1] - opt).norm(dim=-1).mean()) < 0.2, method
     with pytest.raises(ValueError, match="method"):
         G.stochastic_runs(lines, "newton", CONFIG, start)
+
+
+def test_run_experiment_writes_a_results_file(tmp_path):
+    config = dataclasses.replace(CONFIG, ks=(1, 4), full_iters=50, full_tol=1e-9, trajectory_ks=(2,), meta_iters=20,
+                                 n_runs=2)
+    doc = G.run_experiment(config, "smoke", out=tmp_path / "geometry.json")
+    saved = load_results(tmp_path / "geometry.json", config, "smoke")
+    assert saved["metrics"].keys() == doc["metrics"].keys()
+    assert {"lines_distance_projection_full", "circles_distance_reptile_full_k4",
+            "lines_distance_stochastic_reptile_k2"} <= saved["metrics"].keys()
+    assert len(saved["extra"]["lines"]["reptile_full"]["4"]["trajectory"]) <= 120

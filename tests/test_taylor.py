@@ -1,4 +1,5 @@
 """Section 5: the Taylor expansion of the three updates, on a tiny family where expectations are exact."""
+import dataclasses
 import itertools
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 from reptile_lib import params as P
 from reptile_lib import taylor
+from reptile_lib.results import load_results
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -121,3 +123,16 @@ def test_pairwise_alignment_matches_a_loop():
                     coss.append(gs[i] @ gs[j] / (gs[i].norm() * gs[j].norm()))
     torch.testing.assert_close(inner, torch.stack(vals).mean())
     torch.testing.assert_close(cos, torch.stack(coss).mean())
+
+
+def test_run_experiment_writes_a_results_file(tmp_path):
+    config = dataclasses.replace(taylor.TaylorConfig(), n_tasks=2, n_batches=2, batch_size=2, hidden=(3,), ks=(2,),
+                                 alphas=(1e-4, 1e-3), ip_hidden=(4,), ip_tasks=3, ip_batches=2, ip_batch_size=3,
+                                 ip_steps=1)
+    taylor.run_experiment(config, "smoke", out=tmp_path / "taylor.json")
+    saved = load_results(tmp_path / "taylor.json", config, "smoke")
+    for alg in taylor.ALGORITHMS:
+        assert abs(saved["metrics"][f"step_error_slope_{alg}_k2"]["mean"] - 3) < 0.1
+    assert saved["metrics"]["k1_identity_max_abs_diff"]["mean"] < 1e-13
+    assert saved["extra"]["alignment"]["+AvgGradInner"]["inner_product"][1] > \
+        saved["extra"]["alignment"]["+AvgGradInner"]["inner_product"][0]
