@@ -164,12 +164,12 @@ for kind in geometry.FAMILIES:
 # %% [markdown]
 # ## What this shows
 #
-# - SGD with exact projections reaches the optimum of $\mathbb{E}[\tfrac12 D^2]$ (to $10^{-11}$
-#   here), as the gradient formula says.
+# - SGD with exact projections reaches the optimum of $\mathbb{E}[\tfrac12 D^2]$ (to about
+#   $10^{-12}$ here), as the gradient formula says.
 # - Reptile reaches a fixed point that is *near* it, and nearer as $k$ grows: $k$ SGD steps are an
 #   approximate projection, and its error, here $(1-\alpha|a_\tau|^2)^k$ of the way for the
 #   lines, shrinks geometrically with $k$. For the lines the fixed point matches the closed form
-#   to round-off.
+#   to better than $10^{-10}$ (the runs stop when a step is below $10^{-12}$).
 # - $k = 1$ is a different objective: the mean loss (joint training), whose minimiser is not the
 #   point closest to all the solution sets.
 # - The stochastic runs, with their annealed steps, end within SGD noise of the same points; the
