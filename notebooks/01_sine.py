@@ -1,56 +1,193 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Figure 1: sine-wave regression
 #
-# Figure 1 of the paper {cite:p}`nichol2018reptile` meta-trains a small network on a family of
-# regression tasks, $f_\tau(x) = a \sin(x + b)$ with amplitude $a \sim U[0.1, 5]$ and phase
-# $b \sim U[0, 2\pi]$, and shows that after Reptile the network fits a new sine wave from ten points
-# in a few gradient steps, where a network trained on all tasks jointly cannot.
-#
-# ```{note}
-# This is a placeholder chapter: the sine-wave experiment (meta-training, Figure 1) is not
-# reproduced on this page yet. Below, the library's Figure 1 network adapts to one fixed sine wave
-# from its random initialisation, which shows the inner loop that Reptile meta-trains, and nothing more.
-# ```
+# The paper opens with a toy problem. Each task is a sine wave $f(x) = a\sin(x + b)$ with
+# amplitude $a \sim U[0.1, 5]$ and phase $b \sim U[0, 2\pi]$, observed at inputs
+# $x \sim U[-5, 5]$. A network meta-trained on many such tasks should, from only **10 points** of
+# a new one and **32 gradient steps**, recover the whole curve on $[-5, 5]$; a randomly
+# initialised network cannot, because 10 points do not pin down a curve it knows nothing about.
+# Figure 1 shows this for MAML and Reptile. We rerun it at the scale of the authors' own code and
+# add what the figure does not show: the loss against the number of adaptation steps, averaged
+# over 10,000 new tasks, with confidence bands.
 
 # %% tags=["parameters"]
-profile = "paper"  # "paper": committed results, else a smoke run; "smoke": tiny runs now
-device = "cpu"     # torch device for any training
-seed = 0           # seed of the initialisation
-retrain = False    # True: retrain at paper scale now (GPU) and rewrite results/
-n_seeds = 1        # seeds per experiment when retraining
+profile = "paper"
+device = "cpu"
+seed = 0
+retrain = False
 
 # %%
+import dataclasses
+
 import matplotlib.pyplot as plt
 import torch
-from reptile_lib import inner, models, optim
+
+from reptile_lib import sine
+from reptile_lib.book import load_if_matching, provenance_line, results_dir, results_path
+from reptile_lib.plots import sine as plots
+
+torch.set_num_threads(1)  # these networks are tiny: one thread runs them several times faster than two
+
+experiment = sine.get_experiment(profile)
+if profile == "paper":
+    # the committed paper-scale run; retraining takes hours on a CPU (see the times below)
+    doc = None if retrain else load_if_matching("sine", experiment)
+    if doc is None:
+        doc = sine.run_experiment(experiment, "paper", device, out=results_path("sine"),
+                                  weights_dir=results_dir() / "weights")
+else:  # a tiny run through the same code (a minute on a CPU): the numbers mean little
+    experiment = dataclasses.replace(experiment, seeds=(seed,))
+    doc = sine.run_experiment(experiment, "smoke", device, progress=None)
+print(provenance_line(doc))
 
 # %% [markdown]
-# The network of Figure 1 is a multi-layer perceptron $1 \to 64 \to 64 \to 1$. We adapt it, from a
-# random (Glorot) initialisation, to $\sin(x)$ on ten evenly spaced points, with 32 steps of plain
-# gradient descent (step 0.02), the inner loop of the authors' demonstration.
+# ## What we ran, and why
+#
+# The paper gives the task family, the network (1-64-64-1) and the adaptation (10 points,
+# 32 steps) but neither the activation nor the training hyper-parameters. We take them from the
+# two public sources `paper.md` records:
+#
+# - **Activation: ReLU**, with tanh as a variant. The authors' public sine demo uses tanh, and its
+#   code comment says the paper used ReLU and that tanh does slightly better; so ReLU is the
+#   paper's figure and tanh the demo's.
+# - **Reptile: the authors' demo.** One task per iteration (serial Reptile), 50 points per task cut
+#   into 5 mini-batches of 10, one SGD step of lr 0.02 on each (k = 5), outer step 0.1 annealed
+#   linearly to 0, 30,000 iterations. The demo places its 50 points on the grid below; we draw
+#   them from $U[-5, 5]$, as the task family says.
+# - **MAML (second order): Finn et al.'s sine setup on this chapter's tasks and network.**
+#   10 support and 10 query points per task, meta-batch 25, Adam (lr 0.001, beta1 0.9) on the
+#   meta-gradient, 70,000 iterations. Finn et al. use a 1-40-40-1 network, phases in $[0, \pi]$
+#   and one inner step of lr 0.01; we use the 1-64-64-1 network, phases in $[0, 2\pi]$, and the
+#   adaptation's own optimiser (SGD, lr 0.02) for **5 inner steps**. Why 5 and not 1: in a
+#   1,500-iteration probe with one inner step, the held-out MSE after 32 adaptation steps blew up
+#   at two of the six checkpoints (to about $7\times10^{6}$ and $3\times10^{11}$): an
+#   initialisation tuned for one step of 0.02 need not survive 32 of them. With 5 inner steps a
+#   1,200-iteration probe stayed stable (held-out MSE after 32 steps 0.95 at its end).
+# - Both start from the same Glorot-initialised network, which is also the **random
+#   initialisation** we compare against.
+# - **Adaptation and loss** (for all three initialisations alike): 10 points drawn from
+#   $U[-5, 5]$, 32 full-batch SGD steps of lr 0.02 (the demo's adaptation), and the mean squared
+#   error on 50 evenly spaced points of $[-5, 5]$, the demo's `np.linspace(-5, 5, 50)` (checked in
+#   its code, as `paper.md` asked). The demo picks its 10 points from that grid; we draw them.
 
 # %%
-model = models.SineMLP(activation="tanh")
-phi = models.init_params(model, torch.Generator().manual_seed(seed))
-x_train = torch.linspace(-5, 5, 10)
-x_grid = torch.linspace(-5, 5, 200)
-loss_fn = inner.regression_loss(model)
-sgd = optim.SGD(0.02)
-adapted = inner.inner_loop(loss_fn, phi, sgd, sgd.init(phi), [(x_train, torch.sin(x_train))] * 32)
-print(f"parameters: {sum(p.numel() for p in phi.values())}; training loss: step 1 {adapted.losses[0]:.3f}, "
-      f"step 32 {adapted.losses[-1]:.3f}")
-assert adapted.losses[-1] < adapted.losses[0]
+# NBVAL_CHECK_OUTPUT
+cfg = doc["config"]
+fields = ["train_shots", "query_shots", "inner_batch", "inner_iters", "learning_rate", "meta_step",
+          "meta_step_final", "meta_batch", "meta_iters"]
+print(f"{'flag':16s}{'Reptile':>12s}{'MAML':>12s}")
+for f in fields:
+    print(f"{f:16s}{cfg['reptile'][f]!s:>12s}{cfg['maml'][f]!s:>12s}")
+print(f"network 1-{'-'.join(map(str, cfg['reptile']['hidden']))}-1, activations {cfg['activations']} "
+      f"(main: {cfg['activations'][0]}), training seeds {cfg['seeds']}")
+print(f"adaptation: {cfg['eval_shots']} points, {cfg['eval_iters']} SGD steps of lr {cfg['eval_learning_rate']}; "
+      f"loss on a {cfg['grid_points']}-point grid; {cfg['eval_tasks']:,} new tasks per seed")
+
+# %% [markdown]
+# ## The figure
+#
+# One new task, its 10 points (crosses), and the network's prediction before adapting (dashed),
+# after one step and after 32 steps, from each initialisation. The random network barely moves
+# from a flat line and then bends through the 10 points without finding the curve; the
+# meta-learned ones start near the average sine (close to zero everywhere) and find the whole
+# curve, including where there are no points.
 
 # %%
-with torch.no_grad():
-    before = torch.func.functional_call(model, phi, (x_grid,))
-    after = torch.func.functional_call(model, adapted.params, (x_grid,))
-fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
-ax.plot(x_grid, torch.sin(x_grid), "k--", label="target sin(x)")
-ax.plot(x_grid, before, label="random initialisation")
-ax.plot(x_grid, after, label="after 32 steps")
-ax.scatter(x_train, torch.sin(x_train), c="k", s=12, zorder=3, label="10 training points")
-ax.set_xlabel("x")
-ax.legend(fontsize=8)
-ax.set_title("One task, no meta-training (computed while this page was executed)", fontsize=9)
+fig = plots.adaptation_examples(doc)
 plt.show()
+
+# %% [markdown]
+# The tanh variant (the demo's network):
+
+# %%
+if "tanh" in doc["extra"]["example"]:
+    fig = plots.adaptation_examples(doc, "tanh")
+    plt.show()
+
+# %% [markdown]
+# ## Loss against adaptation step, over many new tasks
+#
+# Each curve is the mean over the new tasks of the grid MSE after $n$ SGD steps on the task's
+# 10 points; the band is the 95% confidence interval of that mean ($1.96$ standard errors over
+# tasks). The tasks and their points are the same for the three initialisations.
+
+# %%
+fig = plots.loss_curves(doc)
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+m = doc["metrics"]
+acts = cfg["activations"]
+print(f"MSE on the grid, mean ± 95% CI over {m['mse_after_32_steps_random']['n_tasks']:,} new tasks")
+for act in acts:
+    suffix = "" if act == acts[0] else f"_{act}"
+    print(f"\n{act}:  {'init':10s}{'0 steps':>18s}{'1 step':>18s}{'32 steps':>18s}")
+    for init in sine.INITS:
+        cells = [m[f"mse_after_{s}_steps_{init}{suffix}"] for s in (0, 1, 32)]
+        print(f"{'':7s}{init:10s}" + "".join(f"{c['mean']:>10.3f} ± {c['ci95']:.3f}" for c in cells))
+    for init in ("reptile", "maml"):
+        ratio = m[f"mse_after_32_steps_random{suffix}"]["mean"] / m[f"mse_after_32_steps_{init}{suffix}"]["mean"]
+        verdict = "at least 10x lower" if ratio >= 10 else "LESS than 10x lower"
+        print(f"{'':7s}after 32 steps, random / {init} = {ratio:.1f} ({verdict})")
+
+# %% [markdown]
+# ## Meta-training
+#
+# The held-out MSE after 32 adaptation steps (100 held-out tasks, every 1,000 meta-iterations)
+# while meta-training, and what each run cost on this machine's CPU:
+
+# %%
+fig = plots.learning_curves(doc)
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for run, seconds in doc["extra"]["train_wall_time_s"].items():
+    h = doc["extra"]["learning_curves"][run]
+    print(f"{run:22s} {h['iteration'][-1]:>7,} iterations  {seconds / 60:6.1f} min  "
+          f"final held-out MSE after 32 steps {h['val_mse_after_adaptation'][-1]:.3f}")
+
+# %% [markdown]
+# ## Redrawing from the committed weights
+#
+# The trained initialisations are committed next to the results (`results/weights/sine_*.pt`, a
+# few kB each), so the figure can be redrawn, or a new task tried, without retraining:
+
+# %%
+if profile == "paper":
+    weights = {name: sine.load_weights(sine.weights_path(results_dir() / "weights", name, acts[0], cfg["seeds"][0]))
+               for name in sine.INITS}
+    again = sine.example_figure_data(experiment, weights, acts[0])
+    stored = doc["extra"]["example"][acts[0]]["predictions"]
+    worst = max(float((torch.tensor(again["predictions"][n][s]) - torch.tensor(stored[n][s])).abs().max())
+                for n in stored for s in stored[n])
+    print(f"recomputed from the weights; largest difference from the stored curves: {worst:.1e}")
+else:
+    print("smoke profile: nothing is written, so there are no weights to reload")
+
+# %% [markdown]
+# ## How this compares
+#
+# The paper's Figure 1 shows single tasks and gives no numbers; Finn et al. (2017) plot the MSE
+# of their MAML against the number of gradient steps for 5, 10 and 20 points, but report no table
+# we could find, with a different network, phase range and step size. We found no published
+# table for this exact protocol (10 points, 32 steps, ReLU 1-64-64-1), so the numbers above stand
+# on their own; the learning curves and the 95% intervals say how far to trust them.
+#
+# What the figure claims does reproduce: after 32 steps on 10 points both meta-learned
+# initialisations fit new sine waves far better than the random one (the ratios printed above),
+# and the two meta-learners are close to each other, Reptile with first-order updates only.
