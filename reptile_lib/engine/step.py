@@ -11,7 +11,8 @@ Only the layout of the arithmetic differs, for the GPU: the parameters of all R 
 live in one buffer (:class:`~.flat.BatchLayout`), so each Adam step is 9 elementwise kernels
 whatever the number of layers, runs or tasks; gradients come from one backend call
 (:mod:`.nets`); the operation order of Adam, SGD and the outer update is the reference's, so on
-the CPU the vmap backend reproduces ``meta_step`` bit for bit (``tests/test_engine.py``).
+the CPU the vmap backend reproduces ``meta_step`` bit for bit on the tests' problems
+(``tests/test_engine.py``) and to the last bit of a few values at Omniglot scale (``benchmarks``).
 Nothing here reads a tensor back to the host, so the step can be captured as a CUDA graph.
 """
 from __future__ import annotations
