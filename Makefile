@@ -30,8 +30,9 @@ book: $(STAMP)
 reproduce: $(STAMP)
 	@echo "reproduce: filled in by the GPU issues"; exit 1
 
+# CUDA if present (the paper's sizes), else a --quick CPU run; e.g. make bench BENCH_ARGS="--threads 1"
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _build .pytest_cache

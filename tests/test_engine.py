@@ -142,7 +142,7 @@ def test_the_batched_step_launches_far_fewer_operations(tiny_data):
         layout.flatten(state["v"])[None], state["step"].reshape(1), torch.tensor([1e-3]),
         [(x[None], y[None]) for x, y in batches], torch.tensor([0.7]), None))
     assert sum(ours.values()) < 0.4 * sum(ref.values()), (sum(ours.values()), sum(ref.values()))
-    assert ours["sqrt"] == 2 * 3  # per Adam step one for lr_t and one for the update, however many tensors
+    assert ours["sqrt"] == 1 + 3  # the k step sizes at once, then one per Adam step, however many tensors
 
 
 def test_serial_loop_is_sequential_reptile(tiny_data):
@@ -284,12 +284,39 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (gra
 @cuda
 @pytest.mark.parametrize("grads", ["batched", "vmap"])
 def test_cuda_graph_replays_equal_eager_steps(tiny_data, grads):
-    runs = [RunSpec(dataclasses.replace(TINY, meta_iters=6), s) for s in (0, 1)]
-    eager = meta_train_runs(runs, tiny_data, device="cuda", engine="eager", grads=grads)
-    graph = meta_train_runs(runs, tiny_data, device="cuda", engine="graph", grads=grads)
-    for a, b in zip(eager, graph):
-        for k in a.params:
-            assert torch.allclose(a.params[k], b.params[k], atol=1e-4, rtol=1e-3), k
+    """Two runs, three meta-iterations each, from a warm state: one CUDA graph replay per iteration vs eager."""
+    learner = make_learner(TINY, tiny_data.image_shape, "cuda")
+    phis = [{k: v.cuda() for k, v in init_params(learner.model, torch.Generator().manual_seed(s)).items()}
+            for s in range(2)]
+
+    def run(engine):
+        r = MetaStepRunner(learner.model, learner.loss_fn, [Adam(1e-3), Adam(2e-3)], TaskShape.of(TINY), tiny_data,
+                           [eps_schedule(1.0, 0.0, 4)] * 2, [TINY.weights] * 2, "cuda", engine, grads)
+        r.load(phis, [_warm_adam(p) for p in phis], iteration=0)
+        gens = [torch.Generator("cuda").manual_seed(10 + s) for s in range(2)]
+        for _ in range(3):
+            r.step(gens)
+        assert r.finite() == [True, True]
+        return r
+
+    eager, graph = run("eager"), run("graph")
+    assert graph.graph is not None
+    assert torch.allclose(eager.phi, graph.phi, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(eager.v, graph.v, atol=1e-9, rtol=1e-3)
+    assert torch.equal(eager.step_count, graph.step_count) and int(graph.counter) == 3
+    assert torch.allclose(eager.ring[:, :3], graph.ring[:, :3], atol=1e-4)
+
+
+@cuda
+def test_cuda_training_with_graphs_checkpoints_and_resumes(tiny_data, tmp_path):
+    ckpt = tmp_path / "g.pt"
+    cut = fast_meta_train(TINY, tiny_data, seed=1, device="cuda", checkpoint=ckpt, stop_at=2, engine="graph",
+                          monitor_splits={"train": tiny_data})
+    assert cut.iteration == 2 and [h["iteration"] for h in cut.history] == [1, 2]
+    done = fast_meta_train(TINY, tiny_data, device="cuda", checkpoint=ckpt, engine="graph",
+                           monitor_splits={"train": tiny_data})
+    assert done.iteration == 4 and [h["iteration"] for h in done.history] == [1, 2, 4]
+    assert all(torch.isfinite(v).all() for v in done.params.values())
 
 
 @cuda
@@ -303,3 +330,19 @@ def test_cuda_graph_evaluation_equals_eager(tiny_data):
                                     sampler, 1, 3, 4, n_tasks=250, chunk=120, engine=engine)
     agree = (out["eager"]["nontransductive"] == out["graph"]["nontransductive"]).float().mean()
     assert agree > 0.98
+
+
+def test_run_experiment_on_the_engine_batches_seeds_and_records_it(tiny_data, tmp_path):
+    from reptile_lib.experiment import run_experiment
+    out = tmp_path / "r.json"
+    doc = run_experiment(TINY, "smoke", [0, 1], splits={"train": tiny_data, "test": tiny_data}, out=out,
+                         weights_dir=tmp_path / "w", checkpoint_dir=tmp_path / "c", engine="eager")
+    assert doc["provenance"]["engine"] == "eager" and doc["provenance"]["finished"]
+    assert set(doc["extra"]["history"]) == {"0", "1"} and doc["extra"]["iterations"] == {"0": 4, "1": 4}
+    m = doc["metrics"]["test_1shot_3way_nontransductive"]
+    assert m["n_tasks"] == 12 and len(m["per_seed"]) == 2
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["tiny_seed0.pt", "tiny_seed1.pt"]
+    # the checkpoints are meta_train's: the reference path picks them up as finished runs
+    again = run_experiment(TINY, "smoke", [0, 1], splits={"train": tiny_data, "test": tiny_data},
+                           checkpoint_dir=tmp_path / "c")
+    assert again["extra"]["iterations"] == {"0": 4, "1": 4}

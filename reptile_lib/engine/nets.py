@@ -16,8 +16,6 @@ on a :class:`~.flat.BatchLayout` buffer:
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -128,11 +126,3 @@ def make_grads(kind: str, model: nn.Module, loss_fn: LossFn, batch: BatchLayout)
     if kind == "vmap":
         return VmapGrads(loss_fn, batch)
     raise ValueError(f"unknown gradient backend {kind!r}: expected 'batched', 'vmap' or 'auto'")
-
-
-def shared_views(phi: Tensor, layout) -> dict[str, Tensor]:
-    """(R, P) -> ``{name: (R, *shape)}`` views, for a first step that shares phi between a run's tasks."""
-    return layout.views(phi)
-
-
-__all__: Sequence[str] = ("VmapGrads", "BatchedGrads", "batched_logits", "make_grads", "supports_batched")

@@ -72,8 +72,7 @@ class MetaStepRunner:
         shape.check(data)
         self.data = data.to(self.device)
         self.model = model
-        dummy = {n: p.detach().to(self.device) for n, p in model.named_parameters()}
-        self.layout = FlatLayout.of(dummy)
+        self.layout = FlatLayout.of(dict(model.named_parameters()))
         self.batch = BatchLayout(self.layout, self.runs, shape.meta_batch, self.device)
         self.grads = make_grads(grads, model, loss_fn, self.batch)
         self.opt = FlatOptimizer.of(opts)

@@ -106,18 +106,21 @@ def batches_from_draws(data: ClassDataset, draws: TaskDraws) -> list[tuple[Tenso
     if s.tail_shots is not None:  # dealt indices count the non-tail shots of each class
         rest = s.train_shots - s.tail_shots
         dealt = dealt // rest * s.train_shots + s.tail_shots + dealt % rest
-    steps = [dealt.permute(2, 0, 1, 3)]                                      # (k, R, T, B) positions
+    # Positions are laid out (step, image, run, task): the gathered images are then already in the
+    # (B, R * T * C, H, W) order the batched networks convolve, and (R, T, B, ...) is a view of them.
+    steps = [dealt.permute(2, 3, 0, 1)]                                      # (k, B, R, T) positions
     if s.tail_shots is not None:  # the last step: the first tail_shots images of every class, in order
         j = torch.arange(s.ways * s.tail_shots, device=dev)
         tail = j // s.tail_shots * s.train_shots + j % s.tail_shots
-        steps.append(tail.expand(1, R, T, -1))
-    r = torch.arange(R, device=dev)[:, None, None]
-    t = torch.arange(T, device=dev)[None, :, None]
+        steps.append(tail[None, :, None, None].expand(1, -1, R, T))
+    r = torch.arange(R, device=dev)[:, None]
+    t = torch.arange(T, device=dev)[None, :]
     out = []
     for pos in steps:
         label = pos // s.train_shots                                       # class slot = the label
         img_class = classes[r, t, label]
         img_index = index[r, t, pos]
-        x = data.images[img_class, img_index].float().div_(data.scale)
-        out += list(zip(x.unbind(0), label.unbind(0)))
+        x = data.images[img_class, img_index].float().div_(data.scale)   # (k, B, R, T, C, H, W)
+        y = label.permute(0, 2, 3, 1).contiguous()                         # (k, R, T, B)
+        out += [(xi.permute(1, 2, 0, *range(3, xi.dim())), yi) for xi, yi in zip(x.unbind(0), y.unbind(0))]
     return out

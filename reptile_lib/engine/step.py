@@ -60,11 +60,8 @@ class FlatOptimizer:
         computed as ``optim.Adam`` computes it."""
         if not self.adam:
             return lr.expand(k, -1)
-        out = []
-        for _ in range(k):
-            step = step + 1
-            out.append(lr * torch.sqrt(1 - self.beta2 ** step))
-        return torch.stack(out)
+        t = step + torch.arange(1, k + 1, dtype=step.dtype, device=step.device)[:, None]  # exact: small integers
+        return lr * torch.sqrt(1 - self.beta2 ** t)
 
     def update(self, p: Tensor, g: Tensor, v: Tensor | None, lr_t: Tensor) -> tuple[Tensor, Tensor | None]:
         """One step on flat buffers; ``lr_t`` is a scalar tensor or one value per element."""
