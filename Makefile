@@ -53,8 +53,9 @@ reproduce: $(STAMP)
 	$(PY) tools/build_book.py --execute --profile paper --retrain --device $(DEVICE) --n-seeds $(SEEDS) \
 	  $(if $(MAX_MINUTES),--max-minutes $(MAX_MINUTES))
 
+# CUDA if present (the paper's sizes), else a --quick CPU run; e.g. make bench BENCH_ARGS="--threads 1"
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _build .pytest_cache

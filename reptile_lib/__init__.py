@@ -10,8 +10,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("algorithms", "cli", "configs", "data", "evaluate", "inner", "models", "optim", "params",
-               "paths", "results", "tasks", "train")
+_SUBMODULES = ("algorithms", "cli", "configs", "data", "engine", "evaluate", "experiment", "inner", "models", "optim",
+               "params", "paths", "results", "tasks", "train")
 
 
 def __getattr__(name: str):

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="override config fields, e.g. --set meta_iters=500 inner_iters=3")
         sp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+        sp.add_argument("--engine", choices=("reference", "eager", "graph"), default="reference",
+                        help="'reference': the library's plain loop; 'graph': reptile_lib.engine with CUDA graphs "
+                             "(runs eagerly without CUDA); 'eager': the engine without graphs (default: reference)")
         sp.add_argument("--data-root", default=None,
                         help="folder holding omniglot/, cifar_fs/, miniimagenet/ (default: $REPTILE_DATA, "
                              "then ../shared/datasets beside the repository)")
@@ -84,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop training after this long, checkpoint, and mark the results unfinished")
     t.add_argument("--eval-splits", nargs="+", default=["test", "train"], help="splits to evaluate (default: test train)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--no-batch-seeds", action="store_true",
+                   help="with --engine eager/graph, train the seeds one after another instead of as one batch")
 
     e = sub.add_parser("evaluate", help="evaluate trained weights on the paper's protocol",
                        description="Evaluate a weights file written by `reptile train`.")
@@ -112,7 +117,8 @@ def _train(args) -> int:
     doc = run_experiment(config, args.profile, args.seeds, splits=splits, device=args.device, out=out,
                          weights_dir=weights, checkpoint_dir=args.checkpoint_dir,
                          checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
-                         max_minutes=args.max_minutes, eval_splits=args.eval_splits, progress=not args.quiet)
+                         max_minutes=args.max_minutes, eval_splits=args.eval_splits, progress=not args.quiet,
+                         engine=args.engine, batch_seeds=not args.no_batch_seeds)
     for name, m in doc["metrics"].items():
         print(f"{name:40s} {100 * m['mean']:6.2f} ± {100 * m['ci95']:.2f} %  ({m['n_tasks']} tasks)")
     print(f"wrote {out}{'' if doc['provenance']['finished'] else ' (UNFINISHED: re-run to resume)'}")
@@ -133,7 +139,7 @@ def _evaluate(args) -> int:
     learner = make_learner(config, splits["train"].image_shape, args.device)
     params, opt_state, _ = load_weights(args.weights, config, args.device)
     accs = evaluate_model(config, learner, params, opt_state, splits[args.split], args.split, args.seed,
-                          args.device, n_tasks=args.tasks)
+                          args.device, n_tasks=args.tasks, engine=args.engine)
     for name, v in accs.items():
         a = Accuracy.of(v)
         print(f"{name:40s} {100 * a.mean:6.2f} ± {100 * a.ci95:.2f} %  ({a.n_tasks} tasks)")

@@ -61,15 +61,25 @@ def eval_generator(seed: int, split: str, shots: int, device: Any = "cpu") -> to
 
 def evaluate_model(config: Config, learner: Learner, params: dict, opt_state: dict, data: ClassDataset,
                    split: str, seed: int, device: Any = "cpu", n_tasks: int | None = None,
-                   chunk: int = 100, progress: bool = False) -> dict[str, torch.Tensor]:
-    """Per-task accuracies for every eval protocol of ``config``: ``{metric_name: (n_tasks,)}``."""
+                   chunk: int = 100, progress: bool = False, engine: str = "reference") -> dict[str, torch.Tensor]:
+    """Per-task accuracies for every eval protocol of ``config``: ``{metric_name: (n_tasks,)}``.
+
+    ``engine`` 'eager' or 'graph' evaluates the same tasks with ``engine.fast_evaluate`` (``chunk``
+    then only fixes how tasks are drawn; the engine sizes its batches to the device).
+    """
     out = {}
     data = data.to(device)
     for spec in config.evals:
         sampler = TaskSampler(data, config.classes, eval_generator(seed, split, spec.shots, device))
-        acc = evaluate(learner.model, learner.loss_fn, params, learner.opt, opt_state, sampler, spec.shots,
-                       spec.eval_batch, spec.eval_iters, n_tasks or config.eval_samples, chunk,
-                       config.replacement, progress)
+        if engine == "reference":
+            acc = evaluate(learner.model, learner.loss_fn, params, learner.opt, opt_state, sampler, spec.shots,
+                           spec.eval_batch, spec.eval_iters, n_tasks or config.eval_samples, chunk,
+                           config.replacement, progress)
+        else:
+            from .engine import fast_evaluate
+            acc = fast_evaluate(learner.model, learner.loss_fn, params, learner.opt, opt_state, sampler, spec.shots,
+                                spec.eval_batch, spec.eval_iters, n_tasks or config.eval_samples,
+                                replacement=config.replacement, progress=progress, engine=engine, block=chunk)
         for proto, v in acc.items():
             out[metric_name(split, spec.shots, config.classes, proto == "transductive")] = v
     return out
@@ -103,33 +113,55 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
                    weights_dir: str | os.PathLike | None = None,
                    checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1000,
                    resume: bool = True, max_minutes: float | None = None, eval_splits: Sequence[str] = ("test", "train"),
-                   eval_chunk: int = 100, progress: bool = False, experiment: str | None = None) -> dict:
-    """Train every seed, evaluate, and (if ``out``) write the results file. Returns its contents."""
+                   eval_chunk: int = 100, progress: bool = False, experiment: str | None = None,
+                   engine: str = "reference", batch_seeds: bool = True) -> dict:
+    """Train every seed, evaluate, and (if ``out``) write the results file. Returns its contents.
+
+    ``engine``: 'reference' (``train.meta_train``, seeds one after another), or the fast path
+    (``reptile_lib.engine``) 'eager' / 'graph' (CUDA graphs; eager elsewhere), which trains the seeds
+    together as one batched computation (``batch_seeds``) and evaluates thousands of tasks at once.
+    """
     t0 = time.time()
     deadline = None if max_minutes is None else t0 + 60 * max_minutes
     check_splits(config, splits, eval_splits)
     learner = make_learner(config, splits["train"].image_shape, device)
     per_task: dict[str, dict[int, list[float]]] = {}
     histories, finished, iterations = {}, True, {}
+
+    def ckpt_path(seed: int) -> Path | None:
+        return Path(checkpoint_dir) / f"{slug(config.name)}_seed{seed}.pt" if checkpoint_dir else None
+
+    trained: dict[int, TrainState] = {}
+    if engine != "reference":
+        from .engine import RunSpec, meta_train_runs
+        specs = [RunSpec(config, seed, ckpt_path(seed)) for seed in seeds]
+        for group in ([specs] if batch_seeds else [[s] for s in specs]):
+            states = meta_train_runs(group, splits["train"], device=device, engine=engine,
+                                     monitor_splits=monitor_splits(splits), checkpoint_every=checkpoint_every,
+                                     resume=resume, deadline=deadline, progress=progress, learner=learner)
+            trained.update({spec.seed: st for spec, st in zip(group, states)})
     for seed in seeds:
-        ckpt = Path(checkpoint_dir) / f"{slug(config.name)}_seed{seed}.pt" if checkpoint_dir else None
-        state = meta_train(config, splits["train"], seed=seed, device=device, monitor_splits=monitor_splits(splits),
-                           checkpoint=ckpt, checkpoint_every=checkpoint_every, resume=resume, deadline=deadline,
-                           progress=progress, learner=learner)
+        if engine != "reference":
+            state = trained[seed]
+        else:
+            state = meta_train(config, splits["train"], seed=seed, device=device,
+                               monitor_splits=monitor_splits(splits), checkpoint=ckpt_path(seed),
+                               checkpoint_every=checkpoint_every, resume=resume, deadline=deadline,
+                               progress=progress, learner=learner)
         finished &= state.finished(config)
         histories[str(seed)], iterations[str(seed)] = state.history, state.iteration
         if weights_dir is not None:
             save_weights(Path(weights_dir) / f"{slug(config.name)}_seed{seed}.pt", config, state, seed)
         for split in eval_splits:
             accs = evaluate_model(config, learner, state.params, state.opt_state, splits[split], split, seed,
-                                  device, chunk=eval_chunk, progress=progress)
+                                  device, chunk=eval_chunk, progress=progress, engine=engine)
             for name, v in accs.items():
                 per_task.setdefault(name, {})[seed] = v.tolist()
     metrics = {name: summarize(v) for name, v in per_task.items()}
     doc_extra = {"history": histories, "iterations": iterations, "algorithm": config.algorithm,
                  "data": {k: {"name": v.name, "classes": v.num_classes, "per_class": v.per_class}
                           for k, v in splits.items()}}
-    prov = provenance(device, seeds, time.time() - t0, finished)
+    prov = provenance(device, seeds, time.time() - t0, finished, engine=engine)
     doc = {"experiment": experiment or config.name, "profile": profile, "metrics": metrics, "provenance": prov,
            "extra": doc_extra}
     if out is not None:

@@ -1,0 +1,53 @@
+"""The benchmark script runs end to end (tiny shapes) and writes the JSON the book renders; the GPU job is ready."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_job_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
+    """``benchmarks/gpu_job.sh`` end to end with tiny shapes: the script, the bench and its JSON."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "TEST_ARGS": "-k batch_layout",
+           "BENCH_ARGS": "--device cpu --smoke --configs omniglot_5way --repeats 2 --iters 1 --runs 2 --eval-tasks 3"}
+    job = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_job.sh")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-cuda.json", "bench.log", "env.txt", "tests.log"]
+    assert "1 passed" in (tmp_path / "tests.log").read_text()
+    doc = json.loads((tmp_path / "bench-cuda.json").read_text())
+    assert {"device", "torch", "commit", "date", "settings", "configs", "eval", "threads"} <= set(doc)
+    paths = doc["configs"]["omniglot_5way"]["paths"]
+    assert set(paths) == {"serial", "reference_batched", "engine_eager", "runs2"}
+    for name, p in paths.items():
+        assert p["ms_per_iter"] > 0 and len(p["repeats_ms"]) == 2, name
+        assert p["aten_ops_per_iter"] > 0
+    assert paths["runs2"]["runs"] == 2 and paths["runs2"]["ms_per_run"] > 0
+    # what a GPU pays for: the engine launches far fewer operations than the reference and serial loops
+    assert paths["engine_eager"]["aten_ops_per_iter"] < paths["reference_batched"]["aten_ops_per_iter"]
+    assert paths["reference_batched"]["aten_ops_per_iter"] < paths["serial"]["aten_ops_per_iter"]
+    agree = doc["configs"]["omniglot_5way"]["agreement"]
+    assert agree["max_abs"] < 1e-6 and agree["finite"]
+    assert doc["eval"]["tasks_timed"] == 3 and doc["eval"]["engine_s"] > 0 and doc["eval"]["extrapolated"]
+    assert doc["eval"]["same_per_task_accuracy_fraction"] == 1.0
+    assert "ms/iter" in (tmp_path / "bench.log").read_text()
+
+
+def test_documented_gpu_command_fits_the_device_tool():
+    readme = (ROOT / "benchmarks" / "README.md").read_text()
+    command = re.search(r"```\n(REPTILE_COMMIT=.*?)\n```", readme, re.S).group(1)
+    assert len(command) <= 2000 and "benchmarks/gpu_job.sh" in command
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "benchmarks" / "results").glob("*.json")))
+def test_committed_results_carry_provenance(name):
+    doc = json.loads((ROOT / "benchmarks" / "results" / name).read_text())
+    assert {"device", "torch", "commit", "date", "configs"} <= set(doc)
+    for entry in doc["configs"].values():
+        for p in entry["paths"].values():
+            assert "ms_per_iter" in p or "error" in p
