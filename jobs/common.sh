@@ -6,7 +6,8 @@
 # Any other arguments go to jobs/job.py (later ones win), e.g. --set meta_iters=3 --checkpoint-dir /tmp/ck.
 # Environment: MINUTES (the job's whole time on the GPU, default 9), DEVICE (default cuda), PYTHON,
 # REPTILE_DATA (GPU default: .data of this checkout), REPTILE_ENGINE (graph | reference),
-# NOTEBOOK=notebooks/NN_x.py to also execute that chapter into $OUT (needs the wheels of .whl/).
+# EXECUTE_NOTEBOOK=1 to also execute the issue's chapter on the results into $OUT (needs the wheels of
+# .whl/ carried; off by default: the chapter only reads results, so the book build executes it on the CPU).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SMOKE=0
@@ -40,7 +41,7 @@ run_job() {  # run_job table|figure ARGS...: jobs/job.py with this mode's profil
 }
 
 execute_notebook() {  # execute_notebook notebooks/NN_x.py: the chapter on this job's results (optional)
-  [ -n "${NOTEBOOK:-}" ] || return 0
+  [ "${EXECUTE_NOTEBOOK:-0}" = 1 ] || return 0
   if [ -d .whl ]; then
     "$PY" -m pip install -q --no-index --find-links .whl papermill jupytext ipykernel nbval \
       && "$PY" -m ipykernel install --user --name python3 >/dev/null

@@ -75,9 +75,9 @@ if profile == "paper" and retrain:
                    checkpoint_dir=REPO_ROOT / "checkpoints", progress=True)
 if profile == "paper":
     doc = book.load_if_matching(NAME, CONFIG, "paper")
-# The smoke run: 40 meta-iterations, 40 test tasks per number (well under a minute on two CPU cores).
-SMOKE = dataclasses.replace(configs.smoke(CONFIG), meta_iters=40, eval_samples=40, eval_interval=20,
-                            eval_interval_tasks=10)
+# The smoke run: 40 meta-iterations, 20 test tasks per number (well under a minute on two CPU cores).
+SMOKE = dataclasses.replace(configs.smoke(CONFIG), meta_iters=40, eval_samples=20, eval_interval=20,
+                            eval_interval_tasks=5)
 smoke_doc = None
 if doc is None:
     smoke_doc = run_experiment(SMOKE, "smoke", [seed], splits=load_dataset("cifar_fs"), device=device,

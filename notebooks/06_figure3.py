@@ -65,7 +65,7 @@ if profile == "paper" and retrain:
 if profile == "paper":
     doc = book.load_if_matching("figure3", fig_config, "paper")
 smoke_doc = None
-if doc is None:  # smoke: 60 meta-iterations per curve, a point every 15 on 20 test tasks
+if doc is None:  # smoke (sweeps.smoke_figure3): 20 meta-iterations per curve, points on 5 test tasks
     smoke_doc = sweeps.run_figure("figure3", "smoke", splits=load_dataset("omniglot"), seed=seed, device=device)
 shown = doc or smoke_doc
 
@@ -77,8 +77,8 @@ print(report.status_line("figure3", doc))
 if doc is None:
     display(Markdown(
         "**The paper-scale result is not produced yet (GPU run pending).** `results/figure3.json` does not "
-        "exist, so the figure below is a smoke run trained on this page: 60 meta-iterations per curve "
-        "instead of 40,000, 20 tasks per point. It exercises the pipeline; its curves say nothing about "
+        "exist, so the figure below is a smoke run trained on this page: 20 meta-iterations per curve "
+        "instead of 40,000, 5 tasks per point, 10 final tasks. It exercises the pipeline; its curves say nothing about "
         f"the paper's findings. *{book.provenance_line(smoke_doc)}*"))
 else:
     display(Markdown(f"*{book.provenance_line(doc)}*"))
@@ -94,7 +94,7 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(report.text(report.frame(report.figure3_findings(doc), "finding")))
+print(report.text(report.frame(report.figure3_findings(shown), "finding")))
 
 # %%
 rows = []

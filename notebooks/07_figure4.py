@@ -92,7 +92,7 @@ if profile == "paper" and retrain:
 if profile == "paper":
     doc = book.load_if_matching("figure4", fig_config, "paper")
 smoke_doc = None
-if doc is None:  # smoke: a third of the grid, 8 meta-iterations per run, 20 test tasks of 10 adaptation steps
+if doc is None:  # smoke (sweeps.smoke_figure4): part of the grid, 4 meta-iterations per run, 10 test tasks
     smoke_doc = sweeps.run_figure("figure4", "smoke", splits=load_dataset("omniglot"), seed=seed, device=device)
 shown = doc or smoke_doc
 
@@ -109,7 +109,7 @@ if doc is None:
         "**The paper-scale result is not produced yet (GPU run pending).** `results/figure4.json` does not "
         "exist, so the panels below are a smoke run trained on this page (values "
         + "; ".join(f"{k}: {', '.join(f'{v:g}' for v in vs)}" for k, vs in sweeps.FIGURE4_SMOKE_AXES.items())
-        + ", 8 meta-iterations per run, 20 test tasks of 10 adaptation steps). They exercise the pipeline "
+        + ", 4 meta-iterations per run, 10 test tasks of 10 adaptation steps). They exercise the pipeline "
         f"and say nothing about the paper's finding. *{book.provenance_line(smoke_doc)}*"))
 else:
     display(Markdown(f"*{book.provenance_line(doc)}*"))
@@ -126,7 +126,7 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(report.text(report.frame(report.figure4_findings(doc), ("panel", "algorithm"))))
+print(report.text(report.frame(report.figure4_findings(shown), ("panel", "algorithm"))))
 
 # %% [markdown]
 # ## Have the runs levelled off?

@@ -86,13 +86,13 @@ def _label(c: Config) -> str:
 
 
 def smoke_figure3(c: Config) -> Config:
-    """A CPU-sized Figure 3 curve: 60 meta-iterations, a curve point every 15 on 20 tasks."""
-    return dataclasses.replace(c, meta_iters=60, eval_interval=15, eval_interval_tasks=20, eval_samples=100)
+    """A CPU-sized Figure 3 curve (seconds): 20 meta-iterations, points at 1, 10, 20 on 5 tasks, 10 final tasks."""
+    return dataclasses.replace(c, meta_iters=20, eval_interval=10, eval_interval_tasks=5, eval_samples=10)
 
 
 def smoke_figure4(c: Config) -> Config:
-    """A CPU-sized Figure 4 point: 8 meta-iterations, 20 test tasks adapted for 10 steps."""
-    return dataclasses.replace(c, meta_iters=8, eval_samples=20, eval_interval=8, eval_interval_tasks=5,
+    """A CPU-sized Figure 4 point (seconds): 4 meta-iterations, 10 test tasks adapted for 10 steps."""
+    return dataclasses.replace(c, meta_iters=4, eval_samples=10, eval_interval=4, eval_interval_tasks=3,
                                evals=tuple(dataclasses.replace(e, eval_iters=10) for e in c.evals))
 
 
@@ -408,14 +408,19 @@ def monitor_seconds(c: Config, splits: int, cost: CostModel) -> float:
 
 
 def estimate(configs: Sequence[Config], path: str = "graph", *, seeds: int = 1, batched: bool = True,
-             eval_splits: int = 1, monitor_splits: int = 1, eval_chunk: int = 1000) -> dict:
-    """Estimated H100 seconds of a set of runs: training (grouped by shape), curves, final evaluation."""
+             eval_splits: int = 1, monitor_splits: int = 1, eval_chunk: int = 1000,
+             eval_tasks: Sequence[int] | None = None) -> dict:
+    """Estimated H100 seconds of a set of runs: training (grouped by shape), curves, final evaluation.
+
+    ``eval_tasks``: tasks of each evaluated split (default ``eval_samples`` for each of ``eval_splits``).
+    """
     cost = CostModel.of(path, configs[0].dataset)
     runs = [c for c in configs for _ in range(seeds)]
     groups = group_configs(runs)  # seeds of one config share a group too
     train = sum(train_seconds(g, cost, batched) for g in groups)
     monitor = sum(monitor_seconds(c, monitor_splits, cost) for c in runs)
-    evaluation = sum(eval_splits * eval_seconds(c, c.eval_samples, cost, eval_chunk) for c in runs)
+    evaluation = sum(eval_seconds(c, n, cost, eval_chunk) for c in runs
+                     for n in (eval_tasks if eval_tasks is not None else [c.eval_samples] * eval_splits))
     return {"path": path, "runs": len(runs), "groups": len(groups), "train_s": train,
             "monitor_s": monitor, "eval_s": evaluation, "startup_s": cost.startup_s,
             "total_s": train + monitor + evaluation + cost.startup_s}

@@ -45,7 +45,7 @@ def test_figure4_grid_shares_the_base_point_and_crosses_the_overlap_regime():
     sep = [p.config for p in pts if p.algorithm == "fomaml-separate"]
     assert all(c.foml and c.foml_tail == 5 for c in sep)
     smoke = sweeps.unique_configs(sweeps.figure4_points("smoke"))
-    assert all(c.meta_iters == 8 for c in smoke) and len(smoke) == 18
+    assert all(c.meta_iters == 4 for c in smoke) and len(smoke) == 18
 
 
 def test_overlap_formula_matches_the_released_sampler():

@@ -115,13 +115,22 @@ def figure4(doc: Mapping[str, Any], axes=None, protocol: str = "nontransductive"
     for ax, panel in zip(axes, panels):
         pts = [p for p in doc["extra"]["points"] if p["panel"] == panel]
         values = sorted({p["value"] for p in pts})
-        if panel in ("inner_iters", "inner_batch"):
+        if panel in ("inner_iters", "inner_batch"):  # shade from between the last clean and first overlapping value
+            share = {}
             for v in values:
-                run = next(runs[p["config"]] for p in pts if p["value"] == v and p["algorithm"] == "fomaml-shared")
-                f = last_batch_overlap(run["inner_iters"], run["inner_batch"], run["classes"] * run["train_shots"])
-                if f > 0:
-                    ax.axvspan(v - 0.5 if panel == "inner_iters" else v - 1, v + 0.5 if panel == "inner_iters" else v + 1,
-                               color="0.85", lw=0, zorder=0)
+                run = next((runs[p["config"]] for p in pts if p["value"] == v and p["algorithm"] == "fomaml-shared"), None)
+                if run is not None:
+                    share[v] = last_batch_overlap(run["inner_iters"], run["inner_batch"], run["classes"] * run["train_shots"])
+            over = [v for v in values if share.get(v, 0) > 0]
+            if over:
+                clean = [v for v in values if v < min(over)]
+                margin = 0.04 * (max(values) - min(values) or 1)
+                ax.axvspan((max(clean) + min(over)) / 2 if clean else min(over) - margin, max(values) + margin,
+                           color="0.88", lw=0, zorder=0)
+                for v in over:
+                    if share[v] < 1:
+                        ax.annotate(f"{share[v]:.0%}", (v, 0.02), xycoords=("data", "axes fraction"), ha="center",
+                                    fontsize=7, color="0.4")
         for alg, (color, marker, label) in ALGORITHM_STYLE.items():
             xs, ys, es = [], [], []
             for v in values:
