@@ -54,14 +54,22 @@ def learning_curves(doc: Mapping[str, Any], ax=None, protocol: str = "nontransdu
         mean = np.mean([s[1][:n] for s in series], axis=0)
         ax.plot(its, mean, color=colors.get(split, "gray"), marker="o", ms=2.5, lw=1.4,
                 label=f"{split} classes" + (f" (mean of {len(series)} seeds)" if len(series) > 1 else ""))
-    tasks = doc.get("config", {}).get("eval_interval_tasks")
+        h = next(iter(hist.values()))
+        if len(series) == 1 and all(f"{key}_ci95" in p for p in h if key in p):  # one seed: its 95% band
+            ci = np.array([100 * p[f"{key}_ci95"] for p in h if key in p][:n])
+            ax.fill_between(its, mean - ci, mean + ci, color=colors.get(split, "gray"), alpha=0.12, lw=0)
+    config = doc.get("config", {})
+    tasks = config.get("eval_interval_tasks")
+    spec = (config.get("evals") or [{}])[0]
+    setting = f", {spec['shots']}-shot {config['classes']}-way" if spec and "classes" in config else ""
     ax.set_xlabel("meta-iteration")
-    ax.set_ylabel(f"{PROTOCOL_LABEL[protocol]} accuracy (%)")
+    ax.set_ylabel(f"{PROTOCOL_LABEL[protocol]} accuracy{setting} (%)")
     ax.set_title(title or f"{doc.get('experiment', '')}: learning curve, {_kind(doc)}"
                  + (f"\n{tasks} sampled tasks per point and split" if tasks else ""), fontsize=9)
     ax.grid(alpha=0.3)
     if splits:
         ax.legend(fontsize=8)
+    ax.figure.tight_layout()
     return ax
 
 
@@ -95,6 +103,7 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
                  f"per point, {PROTOCOL_LABEL[protocol]}; bands: 95% interval over those tasks", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.figure.tight_layout()
     return ax
 
 
@@ -177,4 +186,5 @@ def figure4_curves(doc: Mapping[str, Any], ax=None, protocol: str = "nontransduc
     ax.set_title(f"Figure 4 runs on {split} classes ({_kind(doc)}): {m['tasks_per_point']} tasks per point", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    ax.figure.tight_layout()
     return ax
