@@ -169,5 +169,10 @@ else:
 
 # %%
 mini = book.load_if_matching("miniimagenet_5way", configs.get_config("miniimagenet_5way"), "paper")
-table1 = [dataclasses.replace(n, config="miniimagenet_5way") for n in paper.TABLE1 if n.algorithm.startswith("Reptile")]
-display(report.frame(report.comparison_rows(table1, {"miniimagenet_5way": mini})))
+if mini is None:
+    display(Markdown("*No `results/miniimagenet_5way.json` in this checkout: the book has no Mini-ImageNet "
+                     "images, so this comparison waits for a reader who has them.*"))
+else:
+    table1 = [dataclasses.replace(n, config="miniimagenet_5way") for n in paper.TABLE1 if n.algorithm.startswith("Reptile")]
+    display(Markdown(f"*{book.provenance_line(mini)}*"))
+    display(report.frame(report.comparison_rows(table1, {"miniimagenet_5way": mini})))
