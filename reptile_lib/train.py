@@ -18,7 +18,7 @@ from torch import nn
 
 from .algorithms import meta_step, meta_step_size
 from .configs import Config
-from .evaluate import evaluate
+from .evaluate import Accuracy, evaluate
 from .inner import LossFn, classification_loss
 from .models import build_model, init_params
 from .optim import InnerOptimizer, OptState, make_optimizer, map_state
@@ -118,7 +118,7 @@ def load_checkpoint(path: str | os.PathLike, config: Config, device: Any = "cpu"
 
 def monitor(config: Config, learner: Learner, state: TrainState, splits: dict[str, ClassDataset],
             iteration: int, train_loss: float) -> dict:
-    """A learning-curve point: accuracy on a few sampled tasks of each split (first eval protocol)."""
+    """A learning-curve point: accuracy (mean, 95% interval) on a few sampled tasks of each split (first eval protocol)."""
     spec = config.evals[0]
     point: dict[str, Any] = {"iteration": iteration, "train_loss": train_loss,
                              "meta_step": meta_step_size(config.meta_step, config.meta_step_final,
@@ -130,6 +130,7 @@ def monitor(config: Config, learner: Learner, state: TrainState, splits: dict[st
                        chunk=config.eval_interval_tasks, replacement=config.replacement)
         for proto, v in acc.items():
             point[f"{split}_{proto}"] = float(v.mean())
+            point[f"{split}_{proto}_ci95"] = Accuracy.of(v).ci95  # 95% interval over those tasks (curve bands)
     return point
 
 

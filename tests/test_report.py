@@ -1,0 +1,215 @@
+"""Verdicts and tables against the paper, on hand-made results documents."""
+import math
+from dataclasses import dataclass
+
+import pytest
+
+from reptile_lib import report
+from reptile_lib.results import metric_name, summarize
+
+
+@dataclass(frozen=True)
+class Num:
+    """A stand-in for ``paper.PaperNumber`` (same fields the report reads)."""
+
+    algorithm: str
+    ways: int
+    shots: int
+    transductive: bool
+    mean: float
+    pm: float
+    config: str | None = "omniglot_5way"
+    digits: int = 2
+    not_compared: str = ""
+
+    @property
+    def metric(self):
+        return metric_name("test", self.shots, self.ways, self.transductive)
+
+    @property
+    def setting(self):
+        return f"{self.shots}-shot {self.ways}-way"
+
+    def text(self):
+        return f"{self.mean:.{self.digits}f} ± {self.pm:.{self.digits}f}"
+
+
+def tasks(acc: float, n: int, spread: int = 5) -> list[float]:
+    """n per-task accuracies with mean ``acc`` (k of 5 queries right, a few above and below)."""
+    lo, hi = acc - 0.2, acc + 0.2
+    vals = [lo if i % 2 else hi for i in range(n)]
+    return [v + (acc - sum(vals) / n) for v in vals]
+
+
+def doc(metrics: dict, profile="paper", finished=True, iterations=None, meta_iters=100_000, pending=None) -> dict:
+    return {"experiment": "omniglot_5way", "profile": profile, "config": {"meta_iters": meta_iters},
+            "provenance": {"seeds": [0, 1, 2], "finished": finished, "device": "x", "commit": "abc", "wall_time_s": 1},
+            "metrics": metrics, "extra": {"iterations": iterations or {}, "pending_seeds": pending or {}}}
+
+
+def metric(per_seed_means, n=1000):
+    return summarize({s: tasks(m, n) for s, m in enumerate(per_seed_means)})
+
+
+ONE = Num("Reptile", 5, 1, False, 95.39, 0.09)
+
+
+def test_combined_uncertainty_is_the_documented_formula():
+    m = metric([0.951, 0.955, 0.960])
+    ours = report.Ours.of(m)
+    sd = math.sqrt(sum((100 * x - ours.mean) ** 2 for x in (0.951, 0.955, 0.960)) / 2)
+    assert ours.seed_sd == pytest.approx(sd)
+    u = math.sqrt(0.09 ** 2 + (100 * m["ci95"]) ** 2 + (1.96 * sd / math.sqrt(3)) ** 2)
+    assert report.combined_uncertainty(0.09, ours) == pytest.approx(u)
+    single = report.Ours.of(metric([0.95]))
+    assert single.seed_sd is None and single.ci_seeds == 0.0
+    assert report.combined_uncertainty(0.09, single) == pytest.approx(math.hypot(0.09, single.ci_tasks))
+
+
+def test_a_hit_is_within_and_a_miss_says_by_how_much():
+    hit = report.verdict(ONE, doc({ONE.metric: metric([0.953, 0.955, 0.956])}))
+    assert hit.status == "within" and hit.compared and hit.text.startswith("within: ")
+    assert abs(hit.diff) <= hit.combined
+    miss = report.verdict(ONE, doc({ONE.metric: metric([0.930, 0.931, 0.932], n=10_000)}))
+    assert miss.status == "below" and miss.diff == pytest.approx(93.1 - 95.39, abs=1e-6)
+    assert miss.text == f"below by {abs(miss.diff):.2f} ({abs(miss.diff) - miss.combined:.2f} beyond ±{miss.combined:.2f})"
+    above = report.verdict(ONE, doc({ONE.metric: metric([0.99, 0.99, 0.99], n=10_000)}))
+    assert above.status == "above" and above.text.startswith("above by 3.61")
+
+
+def test_seed_spread_can_turn_a_miss_into_a_hit():
+    """Three seeds far apart: the interval over tasks alone would call a miss, the seed term does not."""
+    spread = metric([0.940, 0.960, 0.980], n=10_000)
+    v = report.verdict(ONE, doc({ONE.metric: spread}))
+    only_tasks = math.hypot(0.09, 100 * spread["ci95"])
+    assert abs(v.diff) > only_tasks and v.status == "within"
+
+
+def test_what_cannot_be_compared_says_why():
+    m = {ONE.metric: metric([0.95])}
+    assert report.verdict(ONE, None).text == "not produced yet (GPU run pending)"
+    assert report.verdict(ONE, doc(m, profile="smoke")).text == "smoke run — not comparable"
+    unfinished = report.verdict(ONE, doc(m, finished=False, iterations={"0": 45_000}))
+    assert unfinished.status == "unfinished" and not unfinished.compared
+    assert unfinished.text == "unfinished run (seed 0: 45,000 of 100,000 meta-iterations) — not comparable"
+    assert report.verdict(ONE, doc({})).text == "metric missing from results"
+    context = Num("MAML + transduction", 5, 1, True, 98.7, 0.4, config=None, not_compared="not re-run: quoted")
+    assert report.verdict(context, doc(m)).status == "context"
+
+
+def test_cell_rows_hide_smoke_numbers_unless_asked():
+    m = {ONE.metric: metric([0.5])}
+    row = report.cell_row(ONE, doc(m, profile="smoke"))
+    assert row["ours"] == "(smoke run)" and row["verdict"] == "smoke run — not comparable" and row["difference"] == "—"
+    shown = report.cell_row(ONE, doc(m, profile="smoke"), show_smoke=True)
+    assert shown["ours"].startswith("50.00 ± ")
+    paper_row = report.cell_row(ONE, doc({ONE.metric: metric([0.951, 0.955, 0.96])}))
+    assert paper_row["paper"] == "95.39 ± 0.09" and paper_row["seeds"].startswith("3 (sd ")
+    assert list(paper_row) == ["algorithm", "setting", "paper", "ours", "seeds", "difference", "combined ±", "verdict"]
+
+
+def test_tables_print_the_same_text_every_time():
+    numbers = [ONE, Num("Reptile", 5, 5, False, 98.90, 0.10), Num("Reptile", 20, 1, False, 88.14, 0.15, "omniglot_20way")]
+    docs = {"omniglot_5way": doc({ONE.metric: metric([0.953, 0.955, 0.956])}), "omniglot_20way": None}
+    text = report.text(report.frame(report.comparison_rows(numbers, docs)))
+    assert text == report.text(report.frame(report.comparison_rows(numbers, docs)))
+    assert "metric missing from results" in text and "not produced yet (GPU run pending)" in text
+    assert report.verdict_summary(numbers, docs) == ("3 cells: 1 within, 1 metric missing from results, "
+                                                    "1 not produced yet (GPU run pending)")
+
+
+def test_status_line_labels_unfinished_and_pending_seeds():
+    assert report.status_line("omniglot_5way", None).startswith("omniglot_5way: not produced yet")
+    d = doc({}, finished=False, iterations={"0": 45_000})
+    assert "UNFINISHED" in report.status_line("omniglot_5way", d) and "45,000 of 100,000" in report.status_line("x", d)
+    part = doc({ONE.metric: metric([0.95])}, pending={"1": 20_000, "2": 0})
+    assert report.status_line("x", part) == ("x: paper-scale run, finished, seeds 0, 1, 2; seeds still training: "
+                                             "1 (at 20,000), 2 (at 0).")
+    assert "smoke run" in report.status_line("x", doc({}, profile="smoke"))
+
+
+def test_gap_rows_subtract_test_from_train():
+    d = doc({metric_name("train", 1, 5, False): metric([0.99]), metric_name("test", 1, 5, False): metric([0.95])})
+    rows = report.gap_rows(d, 5)
+    assert len(rows) == 1 and rows[0]["gap (train - test)"] == "+4.00"
+    assert report.gap_rows(doc(d["metrics"], profile="smoke"), 5)[0]["gap (train - test)"] == "—"
+
+
+def test_hyperparameter_rows_flag_a_difference():
+    from reptile_lib.configs import OMNIGLOT_5WAY
+
+    paper = dict(inner_iters=5, learning_rate=0.001, meta_iters=100_000, eval_batch={1: 5, 5: 5}, eval_iters=50)
+    rows = {r["field"]: r for r in report.hyperparameter_rows(OMNIGLOT_5WAY, paper)}
+    assert all(r["same"] == "yes" for r in rows.values())
+    rows = {r["field"]: r for r in report.hyperparameter_rows(OMNIGLOT_5WAY, {**paper, "inner_iters": 8})}
+    assert rows["inner_iters"]["same"] == "NO" and rows["meta_iters"]["paper"] == "100,000"
+
+
+def test_network_rows_measure_the_smaller_input():
+    rows = report.network_rows("miniimagenet", (84, 32), 3)
+    assert rows[0]["feature maps"] == "84 -> 42 -> 21 -> 11 -> 6" and rows[0]["features"] == 1152
+    assert rows[1]["feature maps"] == "32 -> 16 -> 8 -> 4 -> 2" and rows[1]["features"] == 128
+
+
+# ---------------------------------------------------------------- figures
+def _curve(levels):
+    return [{"iteration": 1000 * (i + 1), "test_nontransductive": a, "test_nontransductive_ci95": 0.02}
+            for i, a in enumerate(levels)]
+
+
+def figure3_doc(g1=0.3, k_levels=(0.80, 0.85, 0.90), g2=0.81, profile="paper", finished=True):
+    labels = ["g1", "g2", "g3", "g4", "g1+g2", "g1+g2+g3", "g1+g2+g3+g4", "(g1+g2)/2", "(g1+g2+g3)/3", "(g1+g2+g3+g4)/4"]
+    level = {"g1": g1, "g2": g2, "g3": 0.84, "g4": 0.85, "g1+g2": k_levels[0], "g1+g2+g3": k_levels[1],
+             "g1+g2+g3+g4": k_levels[2], "(g1+g2)/2": 0.7, "(g1+g2+g3)/3": 0.75, "(g1+g2+g3+g4)/4": 0.8}
+    runs = [{"name": f"figure3[{a}]", "classes": 5, "evals": [{"shots": 5, "eval_batch": 25, "eval_iters": 5}]}
+            for a in labels]
+    metrics = {f"figure3[{a}]|test_5shot_5way_nontransductive": {"mean": level[a], "ci95": 0.005, "n_tasks": 10_000}
+               for a in labels}
+    return {"profile": profile, "config": {"runs": runs}, "metrics": metrics,
+            "provenance": {"finished": finished, "seeds": [0]},
+            "extra": {"monitor": {"split": "test"}, "iterations": {},
+                      "points": [{"panel": "x", "value": 1, "algorithm": a, "config": f"figure3[{a}]"} for a in labels],
+                      "curves": {f"figure3[{a}]": _curve([level[a] - 0.1, level[a]]) for a in labels}}}
+
+
+def test_figure3_findings_hold_and_fail_with_the_numbers():
+    rows = report.figure3_findings(figure3_doc())
+    assert [r["holds"] for r in rows[:3]] == ["yes", "yes", "yes"]
+    assert rows[0]["ours"].startswith("g1 30.0 ± 0.5% (chance 20%)")
+    assert rows[3]["holds"] == "g2 ahead by 1.0 points (within ±2.0)"  # two points of ±2 each per curve
+    assert report.figure3_findings(figure3_doc(g2=0.75))[3]["holds"] == "g1+g2 ahead by 5.0 points"
+    bad = report.figure3_findings(figure3_doc(g1=0.8, k_levels=(0.9, 0.85, 0.8)))
+    assert bad[0]["holds"] == "no" and bad[1]["holds"] == "no"
+    assert {r["holds"] for r in report.figure3_findings(figure3_doc(profile="smoke"))} == {"smoke run — not comparable"}
+    assert {r["holds"] for r in report.figure3_findings(figure3_doc(finished=False))} == {"unfinished run — not evaluated"}
+
+
+def test_figure4_findings_split_by_the_overlap_regime():
+    runs, points, metrics = [], [], {}
+    acc = {("fomaml-shared", 2): 0.95, ("fomaml-shared", 8): 0.80, ("reptile", 2): 0.95, ("reptile", 8): 0.955,
+           ("fomaml-separate", 2): 0.94, ("fomaml-separate", 8): 0.99}
+    for (alg, k), a in acc.items():
+        name = f"f[{alg};{k}]"
+        runs.append({"name": name, "classes": 5, "train_shots": 10, "inner_batch": 10, "inner_iters": k,
+                     "evals": [{"shots": 5, "eval_batch": 5, "eval_iters": 50}]})
+        points.append({"panel": "inner_iters", "value": k, "algorithm": alg, "config": name})
+        metrics[f"{name}|test_5shot_5way_nontransductive"] = {"mean": a, "ci95": 0.005, "n_tasks": 3000}
+    d = {"profile": "paper", "config": {"runs": runs}, "metrics": metrics, "provenance": {"finished": True},
+         "extra": {"points": points}}
+    rows = {r["algorithm"]: r for r in report.figure4_findings(d) if r["panel"] == "inner_iters"}
+    assert rows["fomaml-shared"]["verdict"] == "degrades" and rows["fomaml-shared"]["change"].startswith("-15.00")
+    assert rows["reptile"]["verdict"] == "stable" and rows["fomaml-separate"]["verdict"] == "improves"
+    assert {r["verdict"] for r in report.figure4_findings(d) if r["panel"] == "inner_batch"} == {report.MISSING}
+    assert {r["verdict"] for r in report.figure4_findings(None)} == {report.PENDING}
+
+
+# ---------------------------------------------------------------- with the paper's numbers (reptile_lib.paper)
+def test_table2_and_cifar_rows_use_the_papers_numbers():
+    paper = pytest.importorskip("reptile_lib.paper")
+    rows = report.table2_rows({"omniglot_5way": None, "omniglot_20way": None})
+    assert len(rows) == 8 and {r["verdict"] for r in rows} == {report.PENDING}
+    assert rows[0]["paper"] == paper.TABLE2[8].text()
+    cifar = report.cifar_fs_rows(None)
+    assert [r["data set"] for r in cifar][-2:] == ["Mini-ImageNet", "Mini-ImageNet"]
+    assert all("no verdict" in r["note"] for r in cifar[-2:])
+    assert cifar[0]["1-shot 5-way"] == report.PENDING
