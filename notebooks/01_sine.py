@@ -83,8 +83,7 @@ print(provenance_line(doc))
 #   error on 50 evenly spaced points of $[-5, 5]$, the demo's `np.linspace(-5, 5, 50)` (checked in
 #   its code, as `paper.md` asked). The demo picks its 10 points from that grid; we draw them.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 cfg = doc["config"]
 fields = ["train_shots", "query_shots", "inner_batch", "inner_iters", "learning_rate", "meta_step",
           "meta_step_final", "meta_batch", "meta_iters"]
@@ -128,8 +127,7 @@ if "tanh" in doc["extra"]["example"]:
 fig = plots.loss_curves(doc)
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 m = doc["metrics"]
 acts = cfg["activations"]
 print(f"MSE on the grid, mean ± 95% CI over {m['mse_after_32_steps_random']['n_tasks']:,} new tasks")
@@ -154,8 +152,7 @@ for act in acts:
 fig = plots.learning_curves(doc)
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for run, seconds in doc["extra"]["train_wall_time_s"].items():
     h = doc["extra"]["learning_curves"][run]
     print(f"{run:22s} {h['iteration'][-1]:>7,} iterations  {seconds / 60:6.1f} min  "

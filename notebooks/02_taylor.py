@@ -124,8 +124,7 @@ print(provenance_line(doc))
 # because the draws are independent, and cross-checked against
 # $\tfrac12\nabla\,\mathbb{E}[\bar g_1\cdot\bar g_2]$ by central finite differences.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 c = doc["config"]
 e = doc["extra"]
 print(f"family: {c['n_tasks']} sine tasks x {c['n_batches']} mini-batches of {c['batch_size']} points; "
@@ -161,8 +160,7 @@ for name in taylor.ALGORITHMS:
 fig = plots.step_errors(doc)
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("fitted slope of log |alpha (E[g] - formula)| against log alpha (95% CI of the fit)")
 print(f"{'':10s}" + "".join(f"{'k=' + str(k):>22s}" for k in c["ks"]))
 for alg in taylor.ALGORITHMS:
@@ -186,8 +184,7 @@ for alg in taylor.ALGORITHMS:
 # is one SGD step of size $\epsilon\alpha$ on the mean loss, exactly, for any $\alpha$ (not only
 # to leading order):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 k1 = doc["extra"]["k1_identity"]
 print(f"alphas {k1['alphas']}, eps {k1['eps']}: max |Reptile step - SGD step on the mean loss| = "
       f"{k1['max_abs_diff_step']:.0e}; max |E[g] - AvgGrad| (all three algorithms) = "
@@ -207,8 +204,7 @@ print(f"alphas {k1['alphas']}, eps {k1['eps']}: max |Reptile step - SGD step on 
 fig = plots.alignment(doc)
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 al = doc["extra"]["alignment"]
 print(f"{c['ip_tasks']} tasks x {c['ip_batches']} mini-batches of {c['ip_batch_size']}; "
       f"{c['ip_steps']} steps of length {c['ip_step_size']}")

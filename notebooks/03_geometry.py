@@ -101,8 +101,7 @@ print(provenance_line(doc))
 #   annealed linearly from 0.5 to 0, 20 runs in parallel, for a few $k$;
 # - *exact projections*: the SGD step on the distance objective, in both modes.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 c = doc["config"]
 print(f"{c['n_lines']} lines, {c['n_circles']} circles; alpha = {c['learning_rate']}; "
       f"deterministic ks {c['ks']}; stochastic ks {c['trajectory_ks']}, {c['n_runs']} runs x {c['meta_iters']} "
@@ -142,8 +141,7 @@ plt.show()
 fig = plots.distance_vs_k(doc)
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 m = doc["metrics"]
 for kind in geometry.FAMILIES:
     fam = doc["extra"][kind]

@@ -19,6 +19,8 @@ profile = "paper"  # "paper": committed paper-scale results (a smoke run here wh
 device = "cpu"     # torch device for any training done on this page
 seed = 0           # seed of the smoke run (paper-scale results carry their own seeds)
 retrain = False    # True with profile "paper": train the paper-scale runs now (GPU hours) and rewrite results/
+n_seeds = 3        # retraining: at most this many of each config's seeds (5-way: 0, 1, 2; 20-way: 0)
+max_minutes = None  # retraining: stop each experiment after this long, checkpointed; run again to resume
 
 # %%
 import dataclasses
@@ -29,7 +31,6 @@ from IPython.display import Markdown, display
 from reptile_lib import book, configs, paper, report
 from reptile_lib.data import load_dataset
 from reptile_lib.experiment import run_experiment
-from reptile_lib.paths import REPO_ROOT
 from reptile_lib.plots import experiments as plots
 
 NAMES = ("omniglot_5way", "omniglot_20way")
@@ -42,8 +43,7 @@ PAPER_SEEDS = {"omniglot_5way": [0, 1, 2], "omniglot_20way": [0]}
 # Accuracy (%) on the 423 test characters. The MAML rows are Finn et al.'s {cite:p}`finn2017maml`,
 # quoted by the paper; MAML uses batch statistics at test time, hence "transduction".
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.text(report.frame(report.paper_rows(paper.TABLE2), "algorithm")))
 print()
 print(paper.PM_NOTE)
@@ -54,8 +54,7 @@ print(paper.PM_NOTE)
 # Our configs against the paper's hyper-parameters (Appendix A, the released README's commands),
 # field by field:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for name, config in RUNS.items():
     print(f"{name}:")
     print(report.text(report.frame(report.hyperparameter_rows(config, paper.HYPERPARAMETERS[name]), "field")))
@@ -72,11 +71,9 @@ for name, config in RUNS.items():
 splits = None
 docs, smoke_docs = {}, {}
 for name, config in RUNS.items():
-    if profile == "paper" and retrain:
-        splits = splits or load_dataset("omniglot")
-        run_experiment(config, "paper", PAPER_SEEDS[name], splits=splits, device=device,
-                       out=book.results_path(name), weights_dir=book.results_dir() / "weights",
-                       checkpoint_dir=REPO_ROOT / "checkpoints", progress=True)
+    if profile == "paper" and retrain:  # resumable: checkpoints/ and max_minutes (book.obtain)
+        book.obtain(config, profile="paper", device=device, retrain=True, max_minutes=max_minutes,
+                    seeds=PAPER_SEEDS[name][:n_seeds])
     docs[name] = book.load_if_matching(name, config, "paper") if profile == "paper" else None
 
 # The smoke run: the 5-way config at a size that runs in well under a minute on two CPU cores
@@ -101,8 +98,7 @@ shown = {name: docs[name] or smoke_docs.get(name) for name in NAMES}
 # an interval over tasks does not see. Otherwise it says *above* or *below*, by how much, and how far
 # beyond U. Only a finished paper-scale run gets a verdict.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for name in NAMES:
     print(report.status_line(name, docs[name]))
 print()

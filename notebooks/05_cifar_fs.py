@@ -19,6 +19,8 @@ profile = "paper"  # "paper": committed paper-scale results (a smoke run here wh
 device = "cpu"     # torch device for any training done on this page
 seed = 0           # seed of the smoke run (paper-scale results carry their own seeds)
 retrain = False    # True with profile "paper": train the paper-scale run now (GPU hours) and rewrite results/
+n_seeds = 3        # retraining: seeds 0..n_seeds-1 (the paper-scale results use 3; 20-way 1)
+max_minutes = None  # retraining: stop each experiment after this long, checkpointed; run again to resume
 
 # %%
 import dataclasses
@@ -48,8 +50,7 @@ CONFIG = configs.get_config(NAME)
 # feature sees a 46×46 window of the input: more than the whole 32×32 image, but about half the width
 # (a third of the area) of an 84×84 one. Measured on the library's network:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.text(report.frame(report.network_rows("miniimagenet", (84, 32), 3), "input")))
 
 # %% [markdown]
@@ -57,8 +58,7 @@ print(report.text(report.frame(report.network_rows("miniimagenet", (84, 32), 3),
 #
 # The paper's Mini-ImageNet hyper-parameters (Appendix A), unchanged:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.text(report.frame(report.hyperparameter_rows(CONFIG, paper.HYPERPARAMETERS["miniimagenet_5way"]), "field")))
 print(f"image_size: {CONFIG.image_size} (Mini-ImageNet: 84)")
 
@@ -69,10 +69,8 @@ print(f"image_size: {CONFIG.image_size} (Mini-ImageNet: 84)")
 
 # %%
 doc = None
-if profile == "paper" and retrain:
-    run_experiment(CONFIG, "paper", [0, 1, 2], splits=load_dataset("cifar_fs"), device=device,
-                   out=book.results_path(NAME), weights_dir=book.results_dir() / "weights",
-                   checkpoint_dir=REPO_ROOT / "checkpoints", progress=True)
+if profile == "paper" and retrain:  # resumable: checkpoints/ and max_minutes (book.obtain)
+    book.obtain(CONFIG, profile="paper", device=device, retrain=True, seeds=range(n_seeds), max_minutes=max_minutes)
 if profile == "paper":
     doc = book.load_if_matching(NAME, CONFIG, "paper")
 # The smoke run: 40 meta-iterations, 20 test tasks per number (well under a minute on two CPU cores).
@@ -92,8 +90,7 @@ shown = doc or smoke_doc
 # the paper's Mini-ImageNet Reptile numbers are on a different data set and shown for context, with
 # no verdict.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.status_line(NAME, doc))
 print()
 print(report.text(report.frame(report.cifar_fs_rows(shown), ("algorithm", "data set"))))
@@ -132,8 +129,7 @@ for d in (doc, smoke_doc):
 # is the JPEG-trained minus the PNG-trained model, both on PNG tiles (it includes the divergence of two
 # training runs, so it is an upper bound rather than the effect itself).
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 check_path = book.results_path(ENCODING_CHECK, "smoke")
 if check_path.exists():
     check = load_results(check_path, profile="smoke")

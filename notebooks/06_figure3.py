@@ -41,8 +41,7 @@ POINTS = sweeps.figure3_points("paper")
 # combination is the library's `Config.combine` (the `weights` below multiply each inner step's
 # update). Evaluation: mini-batches of 25, 5 adaptation steps, non-transductive.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.text(report.frame([{"curve": p.algorithm, "family": p.panel, "k": p.config.inner_iters,
                                  "train_shots": p.config.train_shots, "inner_batch": p.config.inner_batch,
                                  "weights": ", ".join(f"{w:.3g}" for w in p.config.weights),
@@ -69,8 +68,7 @@ if doc is None:  # smoke (sweeps.smoke_figure3): 20 meta-iterations per curve, p
     smoke_doc = sweeps.run_figure("figure3", "smoke", splits=load_dataset("omniglot"), seed=seed, device=device)
 shown = doc or smoke_doc
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.status_line("figure3", doc))
 
 # %%
@@ -92,8 +90,7 @@ plt.show()
 # area under it, normalised), with the points' intervals combined; *final* is the 10,000-task
 # evaluation after 40,000 meta-iterations.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.text(report.frame(report.figure3_findings(shown), "finding")))
 
 # %%

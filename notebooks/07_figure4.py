@@ -43,8 +43,7 @@ BASE = configs.FIGURE4_BASE
 # (`sweeps.last_batch_overlap`, checked against the sampler in the tests). A separate tail never
 # overlaps.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 n = BASE.classes * BASE.train_shots
 rows = []
 for panel, values in sweeps.FIGURE4_AXES.items():
@@ -74,8 +73,7 @@ print(f"{len(POINTS)} points, {len(RUNS)} runs (the base point serves all three 
 # learning curves on **training** classes (below the figure), never from test accuracy: a panel
 # whose curves still climb at the end compares undertrained points, and we say so.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 est = [sweeps.estimate(RUNS, "graph"), sweeps.estimate(RUNS, "eager", batched=False)]
 labels = ["GPU engine (CUDA graph, shape groups batched)", "library path (eager, one run at a time)"]
 print(report.text(report.frame([{"path": label, "training (min)": f"{e['train_s'] / 60:.1f}",
@@ -99,8 +97,7 @@ shown = doc or smoke_doc
 # %% [markdown]
 # ## Results
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.status_line("figure4", doc))
 
 # %%
@@ -124,8 +121,7 @@ plt.show()
 # points' intervals combined). The paper expects "degrades" for shared-tail FOMAML and "stable" for
 # the other two.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(report.text(report.frame(report.figure4_findings(shown), ("panel", "algorithm"))))
 
 # %% [markdown]

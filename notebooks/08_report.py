@@ -16,27 +16,33 @@ n_seeds = 1
 # %%
 from IPython.display import Markdown, display
 from myst_nb import glue
-from reptile_lib import book, configs, paper
+from reptile_lib import book, configs, paper, report
 
 # %% [markdown]
 # ## How to read the verdicts
 #
-# - **consistent**: our mean differs from the paper's by less than the paper's ± and our 95%
-#   interval combined, $\sqrt{\text{pm}_\text{paper}^2 + \text{ci}_\text{ours}^2}$;
-# - **higher / lower by X points**: outside that band;
-# - **not produced yet**: the row is ours to reproduce, but no paper-scale results file of the
-#   matching config exists;
+# The verdicts are computed by `reptile_lib.report`, the same code the Table 1 and Table 2 chapters
+# use. For one number, with $d$ = ours − paper in percentage points:
+#
+# - **within**: $|d| \le U$, with the combined uncertainty
+#   $U = \sqrt{\text{pm}_\text{paper}^2 + \text{ci}_\text{tasks}^2 + \text{ci}_\text{seeds}^2}$ (the
+#   paper's ±, our 95% interval over evaluation tasks, and the 95% interval of the mean over seeds);
+# - **above / below by X (Y beyond ±U)**: outside that band;
+# - **not produced yet**: the row is ours to reproduce, but no finished paper-scale results file of
+#   the matching config exists (smoke and unfinished runs are never compared);
 # - **not re-run**: MAML rows are Finn et al.'s numbers quoted by the paper, and Mini-ImageNet is not
 #   available to us (CIFAR-FS stands in, below).
 #
-# Our ± is a 95% interval over evaluation tasks (pooled over seeds); the paper's Reptile ± is most
-# likely a spread over runs (see `reptile_lib.paper.PM_NOTE`), so "consistent" is a loose test.
+# The paper's Reptile ± is most likely a spread over runs (see `reptile_lib.paper.PM_NOTE`), so the
+# test is a loose one.
 
 # %%
 ours = {name: book.load_if_matching(name, config) for name, config in configs.PAPER_CONFIGS.items()}
 
 # %% tags=["nbval-check-output"]
-comparison = book.comparison_frame(paper.TABLE1 + paper.TABLE2, ours)
+numbers = paper.TABLE1 + paper.TABLE2
+comparison = report.frame([{"table": n.table, **row} for n, row in zip(numbers, report.comparison_rows(numbers, ours))],
+                          ("table", "algorithm", "setting"))
 comparable = [n for n in paper.TABLE1 + paper.TABLE2 if n.config]
 produced = [n for n in comparable if ours.get(n.config) is not None]
 glue("report_comparable", len(comparable), display=False)

@@ -29,12 +29,24 @@ print(f"benchmark files in benchmarks/results/: {len(bench_files)}")
 # %%
 for path in bench_files:
     doc = json.loads(path.read_text())
-    display(Markdown(f"**{path.name}**"))
-    rows = doc.get("rows") or doc.get("results")
-    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-        display(book.table(rows))
-    else:
-        display(Markdown(f"```json\n{json.dumps(doc, indent=1)[:3000]}\n```"))
+    display(Markdown(f"**{path.name}**: {doc['device']}, torch {doc['torch']}, commit `{doc['commit'][:12]}`, "
+                     f"{doc['date'][:10]}, load average {doc['settings'].get('load_average', ['?'])[0]:.1f} "
+                     f"when it started; median of {doc['settings']['repeats']} repeats. Command: "
+                     f"`{doc['command']}`"))
+    display(book.table(book.benchmark_rows(doc)))
+    e = doc.get("eval")
+    if e:
+        display(Markdown(
+            f"Evaluation of 10,000 tasks ({e['ways']}-way {e['shots']}-shot, {e['eval_iters']} steps, both protocols "
+            f"from one adaptation): library {e.get('reference_s_per_10000', '—')} s, engine "
+            f"{e.get('engine_s_per_10000', '—')} s" + (f" (extrapolated from {e['tasks_timed']} tasks)"
+                                                    if e.get("extrapolated") else "") + "."))
+
+# %% [markdown]
+# On a CPU the paths differ little: the work is in the convolutions, not in launching operations.
+# The engine's point is the GPU, where a meta-iteration of these small networks is hundreds of tiny
+# kernels and launch overhead dominates; its CUDA-graph path has not been timed yet (no GPU was lent
+# to the sessions that built it; `benchmarks/gpu_job.sh` is the prepared job).
 
 # %% [markdown]
 # ## Measured while this page was executed

@@ -10,8 +10,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("algorithms", "cli", "configs", "data", "engine", "evaluate", "experiment", "inner", "models", "optim",
-               "params", "paths", "results", "tasks", "train")
+_SUBMODULES = ("algorithms", "book", "cli", "configs", "data", "encoding_check", "engine", "evaluate", "experiment",
+               "geometry", "inner", "models", "optim", "paper", "params", "paths", "plots", "report", "results",
+               "sine", "sweeps", "tasks", "taylor", "train")
 
 
 def __getattr__(name: str):

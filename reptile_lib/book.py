@@ -136,29 +136,8 @@ def obtain(config: Any, *, profile: str = "paper", device: str = "cpu", seeds: S
     return {**doc, "config": config_dict(run)}
 
 
-# ---------------------------------------------------------------- verdicts and tables
-def verdict(paper_mean: float, paper_pm: float, ours: dict | None, profile: str | None = "paper",
-            finished: bool = True) -> str:
-    """How one number of ours compares with the paper's (both in percent; ``ours`` a metric dict in [0, 1]).
-
-    - ``not produced yet``: no paper-scale run of ours;
-    - ``smoke run: not compared`` / ``unfinished run: not compared``;
-    - ``consistent``: the difference is within sqrt(paper ± ** 2 + our 95% interval ** 2);
-    - ``higher by X points`` / ``lower by X points`` otherwise.
-    """
-    if ours is None:
-        return "not produced yet"
-    if profile != "paper":
-        return "smoke run: not compared"
-    if not finished:
-        return "unfinished run: not compared"
-    mean, ci = 100 * ours["mean"], 100 * ours["ci95"]
-    diff = mean - paper_mean
-    if abs(diff) <= math.hypot(paper_pm, ci):
-        return "consistent"
-    return f"{'higher' if diff > 0 else 'lower'} by {abs(diff):.2f} points"
-
-
+# ---------------------------------------------------------------- tables
+# Verdicts against the paper live in one place, reptile_lib.report.
 def paper_scale(doc: dict | None) -> dict | None:
     """``doc`` if it is a paper-scale run, else None (smoke runs are never compared with the paper)."""
     return doc if doc is not None and doc.get("profile") == "paper" else None
@@ -181,32 +160,6 @@ def paper_frame(numbers: Iterable) -> "pd.DataFrame":  # noqa: F821
     frame = pd.DataFrame.from_dict(rows, orient="index").fillna("—")
     frame.index.name = "algorithm (paper, %)"
     return frame
-
-
-def comparison_rows(numbers: Iterable, docs: dict[str, dict | None]) -> list[dict]:
-    """One row per paper number: the paper's value, ours (from ``docs[config]``) and the verdict."""
-    rows = []
-    for n in numbers:
-        doc = docs.get(n.config) if n.config else None
-        metric = doc["metrics"].get(n.metric) if doc else None
-        if n.config is None:
-            ours, verdict_text = "—", n.not_compared
-        elif doc is None:
-            ours, verdict_text = "—", "not produced yet"
-        else:
-            ours = percent(metric)
-            verdict_text = verdict(n.mean, n.pm, metric, doc["profile"], doc["provenance"]["finished"]) \
-                if metric is not None else "metric missing from results"
-        rows.append({"table": n.table, "algorithm": n.algorithm, "setting": n.setting,
-                     "paper (%)": n.text(), "ours (%)": ours, "verdict": verdict_text})
-    return rows
-
-
-def comparison_frame(numbers: Iterable, docs: dict[str, dict | None]) -> "pd.DataFrame":  # noqa: F821
-    """:func:`comparison_rows` as a table indexed by table, algorithm and setting."""
-    import pandas as pd
-
-    return pd.DataFrame(comparison_rows(numbers, docs)).set_index(["table", "algorithm", "setting"])
 
 
 def metrics_frame(doc: dict, split: str = "test") -> "pd.DataFrame":  # noqa: F821
@@ -309,6 +262,24 @@ def last_batch_overlap(inner_iters: int, inner_batch: int = 10, train_shots: int
         return 0.0
     overlap = (last[:, :, None] == seen[:, None, :]).any(-1).float().mean()
     return float(overlap)
+
+
+def benchmark_rows(doc: dict) -> list[dict]:
+    """One row per (config, path) of a ``benchmarks/bench.py`` results file: ms per meta-iteration and more."""
+    rows = []
+    for name, entry in doc.get("configs", {}).items():
+        for path, p in entry.get("paths", {}).items():
+            if "ms_per_iter" not in p:
+                rows.append({"config": name, "path": path, "ms / meta-iteration": None,
+                             "note": "failed: " + str(p.get("error", "?"))[:80]})
+                continue
+            rows.append({"config": name, "path": path, "ms / meta-iteration": round(p["ms_per_iter"], 1),
+                         "ms / run": round(p["ms_per_run"], 1) if "ms_per_run" in p else None,
+                         "x serial": entry.get("speedup_vs_serial", {}).get(path),
+                         "ops / iteration": p.get("kernels_per_replay") or p.get("kernels_per_iter")
+                         or p.get("aten_ops_per_iter"),
+                         "note": ""})
+    return rows
 
 
 def time_meta_iterations(config: Any, iters: int = 5, device: str = "cpu", seed: int = 0) -> list[dict]:

@@ -36,3 +36,13 @@ def test_console_script_and_package():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert meta["project"]["name"] == "reptile_lib"
     assert meta["project"]["scripts"]["reptile"] == "reptile_lib.cli:main"
+
+
+def test_every_submodule_is_reachable_lazily():
+    """``reptile_lib.<name>`` works for every module and package of the library (lazy imports)."""
+    import pkgutil
+
+    import reptile_lib
+
+    names = {m.name for m in pkgutil.iter_modules(reptile_lib.__path__)}
+    assert names == set(reptile_lib._SUBMODULES), "update _SUBMODULES in reptile_lib/__init__.py"

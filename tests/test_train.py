@@ -89,13 +89,15 @@ def test_run_experiment_writes_the_results_schema(tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_smoke_meta_training_on_real_omniglot_beats_chance(omniglot):
-    """A few hundred meta-iterations lift 5-way 1-shot test accuracy well above chance (20%).
+    """A hundred meta-iterations lift 5-way 1-shot test accuracy well above chance (20%).
 
-    Measured on this CPU (commit of this test, seed 0, 300 iterations): ~70% non-transductive
-    1-shot on 200 test tasks; the threshold keeps a wide margin for noise.
+    Measured on this 2-core CPU (torch 2.13.0, `python tools/smoke_accuracy.py`, merge of fc17f4a, 100 test
+    tasks, non-transductive): 100 iterations 58.6% (seed 0) and 55.2% (seed 1), 95% CI +-4.6;
+    150 iterations 59.8% / 57.0%; 300 iterations 61.4% (seed 0, 200 tasks). 40% keeps a margin of
+    three intervals below the worst seed while still failing a pipeline that does not learn.
     """
-    config = dataclasses.replace(smoke(OMNIGLOT_5WAY), meta_iters=300, eval_samples=200,
+    config = dataclasses.replace(smoke(OMNIGLOT_5WAY), meta_iters=100, eval_samples=100,
                                  evals=(EvalSpec(1, 5, 50),))
     doc = run_experiment(config, "smoke", [0], splits=omniglot, eval_splits=("test",))
     acc = doc["metrics"]["test_1shot_5way_nontransductive"]["mean"]
-    assert acc > 0.45, acc
+    assert acc > 0.40, acc
