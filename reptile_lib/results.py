@@ -52,13 +52,20 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+CODE_PATHS = ("reptile_lib", "jobs", "tools", "benchmarks/bench.py", "notebooks", "pyproject.toml", "requirements.txt")
+
+
 def git_commit(repo: str | os.PathLike | None = None) -> str:
-    """The checkout's commit (``+dirty`` when it has uncommitted changes), or 'unknown'."""
+    """The checkout's commit (``+dirty`` when its code has uncommitted changes), or 'unknown'.
+
+    Only code counts (``CODE_PATHS``): results and executed notebooks being rewritten by the very
+    run that records this commit must not mark it dirty.
+    """
     repo = repo or Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -72,7 +79,8 @@ def device_name(device: Any = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n != 1 else ''}, {platform.machine()})"
 
 
 def provenance(device: Any, seeds: Sequence[int], wall_time_s: float, finished: bool, **extra) -> dict:

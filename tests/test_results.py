@@ -64,3 +64,27 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch
 def test_summary_over_seeds():
     s = summarize({0: [1.0, 1.0], 1: [0.0, 0.0]})
     assert s["mean"] == 0.5 and s["n_tasks"] == 4 and abs(s["seed_sd"] - 2 ** 0.5 / 2 * 1.0) < 1e-12
+
+
+def test_commit_is_dirty_only_when_code_changes(tmp_path):
+    """Rewritten results do not mark the recorded commit dirty; changed code does."""
+    import subprocess
+
+    from reptile_lib.results import git_commit
+
+    def git(*a):
+        subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "reptile_lib").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "reptile_lib" / "m.py").write_text("x = 1\n")
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("+dirty")
+    (tmp_path / "results" / "r.json").write_text('{"a": 1}\n')
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "reptile_lib" / "m.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "+dirty"
