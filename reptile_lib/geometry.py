@@ -35,7 +35,7 @@ from .algorithms import meta_step, meta_step_size, step_weights
 from .inner import inner_loop
 from .optim import SGD
 from .params import Params
-from .results import config_hash, provenance, write_results
+from .results import provenance, results_document, write_results
 
 FAMILIES = ("lines", "circles")
 
@@ -306,8 +306,7 @@ def run_experiment(config: GeometryConfig = GEOMETRY_PAPER, profile: str = "pape
     prov = provenance("cpu", [config.seed], time.time() - t0, True)
     if out is not None:
         write_results(out, config.name, profile, config, metrics, prov, extra)
-    return {"experiment": config.name, "profile": profile, "config": dataclasses.asdict(config),
-            "config_hash": config_hash(config), "provenance": prov, "metrics": metrics, "extra": extra}
+    return results_document(config.name, profile, config, metrics, prov, extra)
 
 
 def main(argv=None) -> None:

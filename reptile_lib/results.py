@@ -131,9 +131,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def write_results(path: str | os.PathLike, experiment: str, profile: str, config: Any, metrics: dict,
-                  provenance: dict, extra: dict | None = None) -> Path:
-    """Validate and atomically write one results file."""
+def results_document(experiment: str, profile: str, config: Any, metrics: dict, provenance: dict,
+                     extra: dict | None = None) -> dict:
+    """One results document (the schema of the results files), validated."""
     if profile not in ("smoke", "paper"):
         raise ValueError(f"profile must be 'smoke' or 'paper', got {profile!r}")
     missing = [k for k in PROVENANCE_KEYS if k not in provenance]
@@ -142,9 +142,15 @@ def write_results(path: str | os.PathLike, experiment: str, profile: str, config
     for name, m in metrics.items():
         if not {"mean", "ci95", "n_tasks"} <= set(m):
             raise ValueError(f"metric {name!r} needs mean, ci95 and n_tasks, has {sorted(m)}")
-    doc = {"experiment": experiment, "profile": profile, "config": config_dict(config),
-           "config_hash": config_hash(config), "provenance": provenance, "metrics": metrics,
-           "extra": extra or {}}
+    return {"experiment": experiment, "profile": profile, "config": config_dict(config),
+            "config_hash": config_hash(config), "provenance": provenance, "metrics": metrics,
+            "extra": extra or {}}
+
+
+def write_results(path: str | os.PathLike, experiment: str, profile: str, config: Any, metrics: dict,
+                  provenance: dict, extra: dict | None = None) -> Path:
+    """Validate and atomically write one results file."""
+    doc = results_document(experiment, profile, config, metrics, provenance, extra)
     return atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=False, default=_json_default) + "\n")
 
 

@@ -34,7 +34,7 @@ from .inner import LossFn, regression_loss
 from .models import SineMLP, init_params
 from .optim import SGD
 from .params import Params
-from .results import config_hash, provenance, write_results
+from .results import provenance, results_document, write_results
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 
@@ -369,8 +369,7 @@ def run_experiment(config: TaylorConfig = TAYLOR_PAPER, profile: str = "paper", 
     prov = provenance("cpu", [config.seed], time.time() - t0, True)
     if out is not None:
         write_results(out, config.name, profile, config, metrics, prov, extra)
-    return {"experiment": config.name, "profile": profile, "config": dataclasses.asdict(config),
-            "config_hash": config_hash(config), "provenance": prov, "metrics": metrics, "extra": extra}
+    return results_document(config.name, profile, config, metrics, prov, extra)
 
 
 def main(argv=None) -> None:

@@ -7,15 +7,7 @@ import torch
 from reptile_lib import geometry as G
 from reptile_lib.results import load_results
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny: one intra-op thread runs them several times faster than two
-    (measured: 2.8 s against 21 s of CPU for the tiny Reptile run), so use one, then restore."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 CONFIG = dataclasses.replace(G.GEOMETRY_PAPER, n_lines=4, n_circles=3, learning_rate=0.2, ks=(1, 4, 16),
                              full_iters=2000, full_tol=1e-11, trajectory_ks=(8,), meta_iters=100, n_runs=4)

@@ -12,15 +12,7 @@ from reptile_lib.inner import regression_loss
 from reptile_lib.models import SineMLP, init_params
 from reptile_lib.results import load_results
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny: one intra-op thread runs them several times faster than two
-    (measured: 2.8 s against 21 s of CPU for the tiny Reptile run), so use one, then restore."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_task_sampling_ranges_and_moments():

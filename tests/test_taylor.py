@@ -9,15 +9,7 @@ from reptile_lib import params as P
 from reptile_lib import taylor
 from reptile_lib.results import load_results
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny: one intra-op thread runs them several times faster than two
-    (measured: 2.8 s against 21 s of CPU for the tiny Reptile run), so use one, then restore."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
