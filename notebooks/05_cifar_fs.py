@@ -73,8 +73,8 @@ if profile == "paper" and retrain:  # resumable: checkpoints/ and max_minutes (b
     book.obtain(CONFIG, profile="paper", device=device, retrain=True, seeds=range(n_seeds), max_minutes=max_minutes)
 if profile == "paper":
     doc = book.load_if_matching(NAME, CONFIG, "paper")
-# The smoke run: 40 meta-iterations, 20 test tasks per number (well under a minute on two CPU cores).
-SMOKE = dataclasses.replace(configs.smoke(CONFIG), meta_iters=40, eval_samples=20, eval_interval=20,
+# The smoke run: 30 meta-iterations, 10 test tasks per number (about half a minute on two CPU cores).
+SMOKE = dataclasses.replace(configs.smoke(CONFIG), meta_iters=30, eval_samples=10, eval_interval=15,
                             eval_interval_tasks=5)
 smoke_doc = None
 if doc is None:
