@@ -23,7 +23,7 @@ import torch
 
 from .configs import Config
 from .experiment import evaluate_model
-from .results import provenance, summarize, write_results
+from .results import provenance, results_document, summarize, write_document
 from .tasks import ClassDataset
 from .train import make_learner, meta_train
 
@@ -81,10 +81,9 @@ def run_encoding_check(config: Config, png: Mapping[str, ClassDataset], jpeg: Ma
     extra = {"encodings": names, "pixels": {s: pixel_difference(png[s], jpeg[s]) for s in png},
              "iterations": iterations, "split": split}
     prov = provenance(device, [seed], time.time() - t0, True)
-    doc = {"experiment": EXPERIMENT, "profile": "smoke", "config": config.to_dict(), "metrics": metrics,
-           "provenance": prov, "extra": extra}
+    doc = results_document(EXPERIMENT, "smoke", config, metrics, prov, extra)
     if out is not None:
-        write_results(out, EXPERIMENT, "smoke", config, metrics, prov, extra)
+        write_document(out, doc)
     return doc
 
 

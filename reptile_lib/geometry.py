@@ -35,7 +35,7 @@ from .algorithms import meta_step, meta_step_size, step_weights
 from .inner import inner_loop
 from .optim import SGD
 from .params import Params
-from .results import provenance, results_document, write_results
+from .results import experiment_main, provenance, results_document, write_document
 
 FAMILIES = ("lines", "circles")
 
@@ -304,23 +304,15 @@ def run_experiment(config: GeometryConfig = GEOMETRY_PAPER, profile: str = "pape
             metrics[f"{name}_distance_of_mean_final_stochastic_{m}"] = {
                 "mean": v["distance_of_mean_final"], "ci95": 0.0, "n_tasks": n, "n_runs": config.n_runs}
     prov = provenance("cpu", [config.seed], time.time() - t0, True)
+    doc = results_document(config.name, profile, config, metrics, prov, extra)
     if out is not None:
-        write_results(out, config.name, profile, config, metrics, prov, extra)
-    return results_document(config.name, profile, config, metrics, prov, extra)
+        write_document(out, doc)
+    return doc
 
 
 def main(argv=None) -> None:
     """``python -m reptile_lib.geometry [--profile paper]``: recompute and write ``results/geometry.json``."""
-    import argparse
-
-    from .book import results_path
-
-    parser = argparse.ArgumentParser(prog="python -m reptile_lib.geometry", description=main.__doc__)
-    parser.add_argument("--profile", choices=("paper", "smoke"), default="paper")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    run_experiment(get_config(args.profile), args.profile, out=results_path("geometry", args.profile))
+    experiment_main("geometry", get_config, run_experiment, main.__doc__, argv)
 
 
 if __name__ == "__main__":

@@ -150,8 +150,29 @@ def results_document(experiment: str, profile: str, config: Any, metrics: dict, 
 def write_results(path: str | os.PathLike, experiment: str, profile: str, config: Any, metrics: dict,
                   provenance: dict, extra: dict | None = None) -> Path:
     """Validate and atomically write one results file."""
-    doc = results_document(experiment, profile, config, metrics, provenance, extra)
+    return write_document(path, results_document(experiment, profile, config, metrics, provenance, extra))
+
+
+def write_document(path: str | os.PathLike, doc: dict) -> Path:
+    """Atomically write a document made by :func:`results_document`."""
     return atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=False, default=_json_default) + "\n")
+
+
+def experiment_main(name: str, get_config, run_experiment, doc: str, argv=None) -> None:
+    """``python -m reptile_lib.<name> [--profile paper|smoke] [--threads N]`` for a one-config CPU experiment:
+    recompute it and write ``results/<name>.json`` (or ``results/smoke/<name>.json``)."""
+    import argparse
+
+    import torch
+
+    from .book import results_path
+
+    parser = argparse.ArgumentParser(prog=f"python -m reptile_lib.{name}", description=doc)
+    parser.add_argument("--profile", choices=("paper", "smoke"), default="paper")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run_experiment(get_config(args.profile), args.profile, out=results_path(name, args.profile))
 
 
 def _json_default(o: Any):

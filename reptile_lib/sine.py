@@ -31,7 +31,8 @@ from .inner import LossFn, inner_loop, regression_loss
 from .models import SineMLP, init_params
 from .optim import SGD, Adam
 from .params import Params
-from .results import atomic_write_text, config_hash, device_name, git_commit, provenance, summarize, write_results
+from .results import (atomic_write_text, config_hash, device_name, git_commit, provenance, results_document, summarize,
+                      write_document)
 
 ALGORITHMS = ("reptile", "maml")
 INITS = ("random", "reptile", "maml")
@@ -390,10 +391,9 @@ def run_experiment(exp: SineExperiment = SINE_PAPER, profile: str = "paper", dev
     wall = time.time() - t0 - trained_here + sum(train_times.values())
     prov = provenance(device, exp.seeds, wall, True, eval_seeds=[10_000 + s for s in exp.seeds],
                       train_wall_time_s=train_times)
-    doc = {"experiment": exp.name, "profile": profile, "config": dataclasses.asdict(exp),
-           "config_hash": config_hash(exp), "provenance": prov, "metrics": metrics, "extra": extra}
+    doc = results_document(exp.name, profile, exp, metrics, prov, extra)
     if out is not None:
-        write_results(out, exp.name, profile, exp, metrics, prov, extra)
+        write_document(out, doc)
     return doc
 
 

@@ -34,7 +34,7 @@ from .inner import LossFn, regression_loss
 from .models import SineMLP, init_params
 from .optim import SGD
 from .params import Params
-from .results import provenance, results_document, write_results
+from .results import experiment_main, provenance, results_document, write_document
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 
@@ -367,23 +367,15 @@ def run_experiment(config: TaylorConfig = TAYLOR_PAPER, profile: str = "paper", 
     extra = {"expansion": errs, "avg_grad_inner": agi.tolist(), "avg_grad_inner_fd": agi_fd.tolist(),
              "k1_identity": k1, "alignment": align, "n_params": int(P.flatten(family.phi).numel())}
     prov = provenance("cpu", [config.seed], time.time() - t0, True)
+    doc = results_document(config.name, profile, config, metrics, prov, extra)
     if out is not None:
-        write_results(out, config.name, profile, config, metrics, prov, extra)
-    return results_document(config.name, profile, config, metrics, prov, extra)
+        write_document(out, doc)
+    return doc
 
 
 def main(argv=None) -> None:
     """``python -m reptile_lib.taylor [--profile paper]``: recompute and write ``results/taylor.json``."""
-    import argparse
-
-    from .book import results_path
-
-    parser = argparse.ArgumentParser(prog="python -m reptile_lib.taylor", description=main.__doc__)
-    parser.add_argument("--profile", choices=("paper", "smoke"), default="paper")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    run_experiment(get_config(args.profile), args.profile, out=results_path("taylor", args.profile))
+    experiment_main("taylor", get_config, run_experiment, main.__doc__, argv)
 
 
 if __name__ == "__main__":
