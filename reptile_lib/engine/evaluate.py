@@ -23,7 +23,7 @@ from ..params import Params
 from ..tasks import EvalTasks, TaskSampler, _take
 from .flat import BatchLayout, FlatLayout
 from .nets import make_grads
-from .runner import resolve_engine
+from .runner import GraphOrEager, resolve_engine
 from .step import FlatOptimizer
 
 FIELDS = ("support_x", "support_y", "query_x", "query_y", "batch_index")
@@ -86,7 +86,7 @@ def task_chunks(sampler: TaskSampler, n_tasks: int, chunk: int, block: int, shot
         have -= take
 
 
-class EvalRunner:
+class EvalRunner(GraphOrEager):
     """Adapt-and-predict for a chunk of tasks of fixed shape, eager or as a CUDA graph."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, phi: Params, opt: InnerOptimizer, state: OptState,
@@ -150,12 +150,7 @@ class EvalRunner:
             dst[:n].copy_(src)
             if n < self.chunk:
                 dst[n:].copy_(src[:1].expand(self.chunk - n, *src.shape[1:]))
-        if self.engine == "graph":
-            if self.graph is None:
-                self.capture()
-            self.graph.replay()
-        else:
-            self.body()
+        self.run_step()
         return self.trans[:n].to("cpu", copy=True), self.nontrans[:n].to("cpu", copy=True)  # the buffers are reused
 
 

@@ -42,7 +42,24 @@ def resolve_engine(engine: str, device: Any) -> str:
     return engine
 
 
-class MetaStepRunner:
+class GraphOrEager:
+    """What the training and evaluation runners share: ``body()`` runs the work eagerly; with
+    ``engine == "graph"`` it is captured once (``capture()``, on first use) and replayed after."""
+
+    engine: str
+    graph: Any = None
+
+    def run_step(self) -> None:
+        """Replay the graph (capturing it first) or run the body eagerly."""
+        if self.engine == "graph":
+            if self.graph is None:
+                self.capture()
+            self.graph.replay()
+        else:
+            self.body()
+
+
+class MetaStepRunner(GraphOrEager):
     """R runs of one task shape (seeds, or configs differing only in step sizes and step weights).
 
     Args:
@@ -164,15 +181,6 @@ class MetaStepRunner:
         for t, s in zip(mutable, saved):
             t.copy_(s)
         self.graph = graph
-
-    def run_step(self) -> None:
-        """The meta-iteration on the current draws: replay the graph (capturing it first) or run eagerly."""
-        if self.engine == "graph":
-            if self.graph is None:
-                self.capture()
-            self.graph.replay()
-        else:
-            self.body()
 
     def step(self, generators: Sequence[torch.Generator]) -> None:
         """Draw this iteration's tasks with the runs' generators, then run the meta-iteration."""
