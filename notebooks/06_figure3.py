@@ -26,8 +26,6 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from reptile_lib import book, report, sweeps
-from reptile_lib.data import load_dataset
-from reptile_lib.paths import REPO_ROOT
 from reptile_lib.plots import experiments as plots
 
 POINTS = sweeps.figure3_points("paper")
@@ -56,16 +54,8 @@ print(report.text(report.frame([{"curve": p.algorithm, "family": p.panel, "k": p
 # of each curve is measured on 10,000 test tasks.
 
 # %%
-fig_config = sweeps.figure_config("figure3", "paper")
-doc = None
-if profile == "paper" and retrain:
-    sweeps.run_figure("figure3", "paper", splits=load_dataset("omniglot"), seed=seed, device=device,
-                      out=book.results_path("figure3"), checkpoint_dir=REPO_ROOT / "checkpoints", progress=True)
-if profile == "paper":
-    doc = book.load_if_matching("figure3", fig_config, "paper")
-smoke_doc = None
-if doc is None:  # smoke (sweeps.smoke_figure3): 20 meta-iterations per curve, points on 5 test tasks
-    smoke_doc = sweeps.run_figure("figure3", "smoke", splits=load_dataset("omniglot"), seed=seed, device=device)
+# smoke (sweeps.smoke_figure3): 20 meta-iterations per curve, points on 5 test tasks
+doc, smoke_doc = sweeps.obtain_figure("figure3", profile, retrain=retrain, seed=seed, device=device)
 shown = doc or smoke_doc
 
 # %% tags=["nbval-check-output"]

@@ -23,8 +23,6 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from reptile_lib import book, configs, report, sweeps
-from reptile_lib.data import load_dataset
-from reptile_lib.paths import REPO_ROOT
 from reptile_lib.plots import experiments as plots
 
 POINTS = sweeps.figure4_points("paper")
@@ -82,16 +80,8 @@ print(report.text(report.frame([{"path": label, "training (min)": f"{e['train_s'
                                "path")))
 
 # %%
-fig_config = sweeps.figure_config("figure4", "paper")
-doc = None
-if profile == "paper" and retrain:
-    sweeps.run_figure("figure4", "paper", splits=load_dataset("omniglot"), seed=seed, device=device,
-                      out=book.results_path("figure4"), checkpoint_dir=REPO_ROOT / "checkpoints", progress=True)
-if profile == "paper":
-    doc = book.load_if_matching("figure4", fig_config, "paper")
-smoke_doc = None
-if doc is None:  # smoke (sweeps.smoke_figure4): part of the grid, 4 meta-iterations per run, 10 test tasks
-    smoke_doc = sweeps.run_figure("figure4", "smoke", splits=load_dataset("omniglot"), seed=seed, device=device)
+# smoke (sweeps.smoke_figure4): part of the grid, 4 meta-iterations per run, 10 test tasks
+doc, smoke_doc = sweeps.obtain_figure("figure4", profile, retrain=retrain, seed=seed, device=device)
 shown = doc or smoke_doc
 
 # %% [markdown]

@@ -338,6 +338,29 @@ def run_figure(figure: str, profile: str, *, splits: dict[str, ClassDataset], se
     return doc
 
 
+
+def obtain_figure(figure: str, profile: str = "paper", *, retrain: bool = False, seed: int = 0,
+                  device: Any = "cpu") -> tuple[dict | None, dict | None]:
+    """What a figure chapter shows: ``(paper_doc, smoke_doc)``, exactly one of them not None.
+
+    Profile ``paper``: the committed ``results/<figure>.json`` when its config matches (trained now,
+    resumably under ``checkpoints/``, with ``retrain=True``); otherwise, or in the ``smoke`` profile,
+    a smoke run of the figure trained now (never written under ``results/``).
+    """
+    from . import book
+    from .data import load_dataset
+    from .paths import REPO_ROOT
+
+    doc = None
+    if profile == "paper" and retrain:
+        run_figure(figure, "paper", splits=load_dataset("omniglot"), seed=seed, device=device,
+                   out=book.results_path(figure), checkpoint_dir=REPO_ROOT / "checkpoints", progress=True)
+    if profile == "paper":
+        doc = book.load_if_matching(figure, figure_config(figure, "paper"), "paper")
+    if doc is not None:
+        return doc, None
+    return None, run_figure(figure, "smoke", splits=load_dataset("omniglot"), seed=seed, device=device)
+
 def point_metric(doc: dict, point: Point | dict, protocol: str = "nontransductive") -> dict | None:
     """The final test metric of a figure point (the config's first eval protocol), or None."""
     name = point.config.name if isinstance(point, Point) else point["config"]
