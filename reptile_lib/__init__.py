@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("algorithms", "book", "cli", "configs", "data", "encoding_check", "engine", "evaluate", "experiment",
                "geometry", "inner", "models", "optim", "paper", "params", "paths", "plots", "report", "results",
-               "sine", "sweeps", "tasks", "taylor", "train")
+               "reproduce", "sine", "sweeps", "tasks", "taylor", "train")
 
 
 def __getattr__(name: str):

@@ -100,6 +100,22 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("configs", help="list the named configs with their hyper-parameters")
 
+    r = sub.add_parser("reproduce", help="work through the paper-scale queue (runs/plan.toml), resumably",
+                       description="Train and evaluate the units of the plan in order; SIGTERM or Ctrl-C saves "
+                                   "and stops; run again to resume where it stopped.")
+    r.add_argument("--plan", default=None, help="plan file (default: runs/plan.toml)")
+    r.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present; default: auto)")
+    r.add_argument("--max-minutes", type=float, default=None, help="save and stop after this long")
+    r.add_argument("--only", nargs="+", default=None, metavar="UNIT",
+                   help="only these units (EXPERIMENT-seedN) or experiments")
+    r.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    r.add_argument("--no-rebuild", action="store_true", help="do not re-execute the chapters of finished units")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--data-root", default=None, help="folder holding the data sets (default as for train)")
+
+    s = sub.add_parser("status", help="where the paper-scale queue stands: done / at iteration i of n / pending")
+    s.add_argument("--plan", default=None, help="plan file (default: runs/plan.toml)")
+
     from .data.commands import add_data_commands
     add_data_commands(sub)  # reptile data fetch | check | pack
     return p
@@ -146,6 +162,29 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    import torch
+
+    from .reproduce import load_plan, reproduce
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    left = reproduce(load_plan(args.plan), device=device, data_root=args.data_root, max_minutes=args.max_minutes,
+                     only=args.only, progress=not args.quiet, rebuild=not args.no_rebuild)
+    print(f"reproduce: {left} unit(s) not done{'; run again to resume' if left else ''}")
+    return 0
+
+
+def _status(args) -> int:
+    from .reproduce import load_plan, status_text
+
+    print(status_text(load_plan(args.plan)))
+    return 0
+
+
 def _configs(args) -> int:
     from .configs import PAPER_CONFIGS
 
@@ -167,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "configs":
             return _configs(args)
+        if args.command == "reproduce":
+            return _reproduce(args)
+        if args.command == "status":
+            return _status(args)
         return args.func(args)
     except DataNotFoundError as e:
         print(f"reptile: error: {e}", file=sys.stderr)

@@ -54,6 +54,7 @@ class Config:
     eval_interval: int = 1_000        # meta-iterations between learning-curve points (ours)
     eval_interval_tasks: int = 50     # tasks per learning-curve point and split (ours)
     adam_carry: Literal["sequential", "mean"] = "mean"  # how Adam's state passes between tasks (ours)
+    loss_reduction: Literal["sum", "mean"] = "sum"  # the released code differentiates the batch's summed loss
     batched: bool = True              # adapt the meta-batch at once with vmap (Algorithm 2)
     image_size: int | None = None     # network input size; None = the dataset's
     notes: str = ""
@@ -67,6 +68,8 @@ class Config:
             raise ValueError(f"{self.name}: adam_carry='sequential' needs batched=False")
         if self.adam_carry not in ("sequential", "mean"):
             raise ValueError(f"{self.name}: adam_carry must be 'sequential' or 'mean'")
+        if self.loss_reduction not in ("sum", "mean"):
+            raise ValueError(f"{self.name}: loss_reduction must be 'sum' (the released code) or 'mean'")
         for name in ("classes", "train_shots", "inner_batch", "inner_iters", "meta_batch", "meta_iters",
                      "eval_samples", "eval_interval", "eval_interval_tasks"):
             if getattr(self, name) < 1:

@@ -74,10 +74,12 @@ class OmniglotNet(nn.Module):
 
 
 class MiniImageNetNet(nn.Module):
-    """4 x [conv 3x3 (32, same), max-pool 2x2 (same), BatchNorm, ReLU] -> dense.
+    """4 x [conv 3x3 (32, same), BatchNorm, max-pool 2x2 (same), ReLU] -> dense.
 
-    84 -> 42 -> 21 -> 11 -> 6 (1,152 features); on CIFAR-FS's 32x32 inputs
-    32 -> 16 -> 8 -> 4 -> 2 (128 features). ``ceil_mode`` pooling is TensorFlow's 'same' pooling.
+    The released ``MiniImageNetModel`` order: normalise *before* pooling (the statistics are
+    taken over the full-resolution map). 84 -> 42 -> 21 -> 11 -> 6 (1,152 features); on
+    CIFAR-FS's 32x32 inputs 32 -> 16 -> 8 -> 4 -> 2 (128 features). ``ceil_mode`` pooling is
+    TensorFlow's 'same' pooling.
     """
 
     def __init__(self, ways: int, image_size: int = 84, channels: int = 3, filters: int = 32):
@@ -85,8 +87,8 @@ class MiniImageNetNet(nn.Module):
         layers: list[nn.Module] = []
         size, c = image_size, channels
         for _ in range(4):
-            layers += [SameConv2d(c, filters, 3), nn.MaxPool2d(2, 2, ceil_mode=True),
-                       BatchStatNorm(filters), nn.ReLU()]
+            layers += [SameConv2d(c, filters, 3), BatchStatNorm(filters),
+                       nn.MaxPool2d(2, 2, ceil_mode=True), nn.ReLU()]
             size, c = math.ceil(size / 2), filters
         self.features = nn.Sequential(*layers)
         self.channels, self.image_size = channels, image_size

@@ -73,14 +73,27 @@ def git_commit(repo: str | os.PathLike | None = None) -> str:
 
 
 def device_name(device: Any = "cpu") -> str:
-    """A readable device description, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (2 threads, x86_64)'."""
+    """A readable device description, e.g. 'NVIDIA H100 80GB HBM3' or
+    'cpu (2 threads, x86_64, Intel(R) Xeon(R) Platinum 8480C)'."""
     import torch
 
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     n = torch.get_num_threads()
-    return f"cpu ({n} thread{'s' if n != 1 else ''}, {platform.machine()})"
+    model = cpu_model()
+    return f"cpu ({n} thread{'s' if n != 1 else ''}, {platform.machine()}{', ' + model if model else ''})"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or '' where it cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def provenance(device: Any, seeds: Sequence[int], wall_time_s: float, finished: bool, **extra) -> dict:

@@ -59,7 +59,7 @@ class ClassDataset:
 
     def gather(self, classes: Tensor, index: Tensor) -> Tensor:
         """Float images ``images[classes, index] / scale``; ``classes`` broadcasts against ``index``."""
-        return self.images[classes, index].float().div_(self.scale)
+        return self.images[classes, index].to(torch.get_default_dtype()).div_(self.scale)
 
 
 def random_permutations(shape: tuple[int, ...], n: int, generator: torch.Generator) -> Tensor:

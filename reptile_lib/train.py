@@ -48,7 +48,8 @@ def make_learner(config: Config, image_shape: tuple[int, int, int], device: Any 
     """The paper's network for ``config`` (Section 7) and its inner optimiser."""
     channels, height, _ = image_shape
     model = build_model(config.model, config.classes, config.image_size or height, channels).to(device)
-    return Learner(model, classification_loss(model), make_optimizer(config.sgd, config.learning_rate))
+    return Learner(model, classification_loss(model, config.loss_reduction),
+                   make_optimizer(config.sgd, config.learning_rate))
 
 
 @dataclass
@@ -139,7 +140,8 @@ def meta_train(config: Config, train_data: ClassDataset, *, seed: int = 0, devic
                checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1000,
                resume: bool = True, deadline: float | None = None, progress: bool = False,
                stop_at: int | None = None, learner: Learner | None = None,
-               step_fn: Callable | None = None) -> TrainState:
+               step_fn: Callable | None = None, checkpoint_seconds: float | None = None,
+               stop: Callable[[], bool] | None = None) -> TrainState:
     """Meta-train ``config`` on ``train_data`` (Algorithm 2 with the released code's details).
 
     Args:
@@ -151,6 +153,9 @@ def meta_train(config: Config, train_data: ClassDataset, *, seed: int = 0, devic
       stop_at: stop (and checkpoint) after this iteration, e.g. to test resumption.
       step_fn: a replacement for :func:`reptile_lib.algorithms.meta_step` with the same
         signature (the GPU engine plugs in here).
+      checkpoint_seconds: also checkpoint when this much wall time passed since the last one
+        (a killed run then loses at most that much).
+      stop: called after every iteration; True checkpoints and stops (e.g. on SIGTERM).
     Returns the final :class:`TrainState`; ``state.finished(config)`` says whether all
     ``meta_iters`` were done.
     """
@@ -171,6 +176,7 @@ def meta_train(config: Config, train_data: ClassDataset, *, seed: int = 0, devic
         bar = tqdm(total=config.meta_iters, initial=state.iteration, desc=config.name, unit="it",
                    mininterval=2.0)
     t0 = time.time() - state.wall_time_s
+    last_save = time.time()
     try:
         while state.iteration < end:
             i = state.iteration
@@ -188,18 +194,20 @@ def meta_train(config: Config, train_data: ClassDataset, *, seed: int = 0, devic
             if monitor_splits and (state.iteration % config.eval_interval == 0 or state.iteration == 1):
                 state.history.append(monitor(config, learner, state, monitor_splits, state.iteration, loss))
             state.wall_time_s = time.time() - t0
-            if checkpoint is not None and state.iteration % checkpoint_every == 0:
+            due = checkpoint_seconds is not None and time.time() - last_save >= checkpoint_seconds
+            if checkpoint is not None and (state.iteration % checkpoint_every == 0 or due):
                 save_checkpoint(checkpoint, config, state)
+                last_save = time.time()
             if bar is not None:
                 bar.update(1)
                 if state.iteration % 50 == 0:
                     bar.set_postfix(loss=f"{loss:.3f}", eps=f"{eps:.3f}")
-            if deadline is not None and time.time() > deadline:
+            if (deadline is not None and time.time() > deadline) or (stop is not None and stop()):
                 break
     finally:
         if bar is not None:
             bar.close()
     state.wall_time_s = time.time() - t0
-    if checkpoint is not None and state.iteration % checkpoint_every != 0:
+    if checkpoint is not None and (state.iteration % checkpoint_every != 0 or checkpoint_seconds is not None):
         save_checkpoint(checkpoint, config, state)
     return state

@@ -65,7 +65,7 @@ def test_sequential_adam_carry_equals_the_released_loop_with_torch_adam(tiny_dat
             p.data.copy_(phi[n])
         for x, y in batches:
             opt.zero_grad()
-            F.cross_entropy(net(x[t]), y[t]).backward()
+            F.cross_entropy(net(x[t]), y[t], reduction="sum").backward()  # the released summed loss
             opt.step()
         finals.append({n: p.detach().clone() for n, p in net.named_parameters()})
     ref = P.interpolate(phi, P.average(finals), 0.5)

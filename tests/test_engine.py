@@ -169,11 +169,11 @@ def test_engine_training_is_meta_train_bit_for_bit(tiny_data):
     assert torch.equal(ref.generators["tasks"].get_state(), ours.generators["tasks"].get_state())
 
 
-def test_batched_runs_equal_runs_alone(tiny_data):
+def test_batched_runs_equal_runs_alone(tiny_data, float64):
     """Seeds and configs of equal shapes (other meta-step, FOMAML, other inner learning rate) in one batch.
 
-    SGD inner loops: runs batched with others may take other convolution kernels, and the
-    differences must stay at float rounding (Adam's first sign-like steps would amplify them).
+    Runs batched with others take other convolution kernels; the claim is equality up to rounding,
+    so the test runs in float64 (see the ``float64`` fixture) where rounding stays near 1e-13.
     """
     base = dataclasses.replace(TINY, sgd=True, learning_rate=0.05)
     runs = [RunSpec(base, 1), RunSpec(dataclasses.replace(base, name="fomaml", foml=True, meta_step=0.5), 2),
@@ -182,11 +182,11 @@ def test_batched_runs_equal_runs_alone(tiny_data):
     for spec, state in zip(runs, together):
         alone = fast_meta_train(spec.config, tiny_data, seed=spec.seed, engine="eager", grads="batched")
         for k in alone.params:
-            assert torch.allclose(alone.params[k], state.params[k], atol=1e-5), (spec.config.name, k)
+            assert torch.allclose(alone.params[k], state.params[k], atol=1e-10, rtol=0), (spec.config.name, k)
     assert not torch.allclose(together[0].params["classifier.weight"], together[3].params["classifier.weight"])
 
 
-def test_batched_adam_runs_equal_runs_alone(tiny_data):
+def test_batched_adam_runs_equal_runs_alone(tiny_data, float64):
     """Adam's per-run state (second moments, step count, learning rate, outer step, weights) from a warm start."""
     learner = make_learner(TINY, tiny_data.image_shape)
     configs = [TINY, dataclasses.replace(TINY, foml=True, meta_step=0.3),
@@ -206,8 +206,8 @@ def test_batched_adam_runs_equal_runs_alone(tiny_data):
     together = runner([0, 1, 2])
     for i in range(3):
         alone = runner([i])
-        assert torch.allclose(alone.phi[0], together.phi[i], atol=1e-6)
-        assert torch.allclose(alone.v[0], together.v[i], atol=1e-9, rtol=1e-4)
+        assert torch.allclose(alone.phi[0], together.phi[i], atol=1e-11, rtol=0)
+        assert torch.allclose(alone.v[0], together.v[i], atol=1e-14, rtol=1e-9)
         assert float(together.step_count[i]) == 40 + i + 2 * TINY.inner_iters
 
 

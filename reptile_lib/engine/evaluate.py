@@ -100,7 +100,7 @@ class EvalRunner(GraphOrEager):
         self.opt = FlatOptimizer.of([opt])
         self.phi = self.layout.flatten({k: v.to(self.device) for k, v in phi.items()})
         self.v = self.layout.flatten({k: t.to(self.device) for k, t in state["v"].items()}) if self.opt.adam else None
-        self.step_count = state["step"].to(self.device, torch.float32).reshape(1) if self.opt.adam else None
+        self.step_count = state["step"].to(self.device, torch.get_default_dtype()).reshape(1) if self.opt.adam else None
         self.lr = torch.tensor([float(opt.lr)], device=self.device)
         self.static = EvalTasks(*(torch.zeros((chunk, *getattr(example, f).shape[1:]), dtype=getattr(example, f).dtype,
                                               device=self.device) for f in FIELDS))

@@ -91,20 +91,21 @@ def batched_logits(model: nn.Module, params: dict[str, Tensor], x: Tensor) -> Te
 
 
 class BatchedGrads:
-    """Gradients of the mean cross-entropy of every task from :func:`batched_logits` (classification only)."""
+    """Gradients of every task's cross-entropy, summed over its batch, from :func:`batched_logits`."""
 
     shares_first_step = False
 
-    def __init__(self, model: nn.Module, batch: BatchLayout):
+    def __init__(self, model: nn.Module, batch: BatchLayout, reduction: str = "sum"):
         if not supports_batched(model):
             raise TypeError(f"no batched forward for {type(model).__name__}; use the vmap backend")
-        self.model, self.batch = model, batch
+        self.model, self.batch, self.reduction = model, batch, reduction
 
     def task_losses(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        """Mean cross-entropy of each of the N tasks: x (N, B, ...), y (N, B) -> (N,)."""
+        """Cross-entropy of each of the N tasks over its batch, reduced as ``inner.CrossEntropy``: (N,)."""
         logits = batched_logits(self.model, params, x)
         n, b, ways = logits.shape
-        return F.cross_entropy(logits.reshape(n * b, ways), y.reshape(n * b), reduction="none").view(n, b).mean(1)
+        per_example = F.cross_entropy(logits.reshape(n * b, ways), y.reshape(n * b), reduction="none").view(n, b)
+        return per_example.sum(1) if self.reduction == "sum" else per_example.mean(1)
 
     def __call__(self, buf: Tensor, x: Tensor, y: Tensor, phi_views: dict | None = None) -> tuple[Tensor, Tensor]:
         R, T = y.shape[:2]
@@ -122,7 +123,7 @@ def make_grads(kind: str, model: nn.Module, loss_fn: LossFn, batch: BatchLayout)
     if kind == "auto":
         kind = "batched" if supports_batched(model) else "vmap"
     if kind == "batched":
-        return BatchedGrads(model, batch)
+        return BatchedGrads(model, batch, getattr(loss_fn, "reduction", "sum"))
     if kind == "vmap":
         return VmapGrads(loss_fn, batch)
     raise ValueError(f"unknown gradient backend {kind!r}: expected 'batched', 'vmap' or 'auto'")

@@ -99,7 +99,7 @@ class MetaStepRunner(GraphOrEager):
         w, reptile_runs = run_weights(weights)
         self.weights = w.to(self.device) if isinstance(w, Tensor) else w
         self.reptile_runs = reptile_runs.to(self.device) if reptile_runs is not None else None
-        self.eps_schedule = torch.tensor([list(s) for s in eps_schedules], dtype=torch.float32, device=self.device)
+        self.eps_schedule = torch.tensor([list(s) for s in eps_schedules], dtype=torch.get_default_dtype(), device=self.device)
         self.update = torch.compile(self.opt.update, dynamic=False) if fuse_adam else self.opt.update
         self.fuse_adam = fuse_adam
         R, P = self.runs, self.layout.numel
@@ -127,7 +127,7 @@ class MetaStepRunner(GraphOrEager):
             if self.opt.adam:
                 self.v.copy_(torch.stack([self.layout.flatten({k: t.to(self.device) for k, t in s["v"].items()})
                                           for s in opt_states]))
-                self.step_count.copy_(torch.stack([s["step"].to(self.device, torch.float32).reshape(()) for s in opt_states]))
+                self.step_count.copy_(torch.stack([s["step"].to(self.device, torch.get_default_dtype()).reshape(()) for s in opt_states]))
             self.counter.fill_(iteration)
             self.ok.fill_(True)
 

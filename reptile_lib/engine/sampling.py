@@ -120,7 +120,7 @@ def batches_from_draws(data: ClassDataset, draws: TaskDraws) -> list[tuple[Tenso
         label = pos // s.train_shots                                       # class slot = the label
         img_class = classes[r, t, label]
         img_index = index[r, t, pos]
-        x = data.images[img_class, img_index].float().div_(data.scale)   # (k, B, R, T, C, H, W)
+        x = data.images[img_class, img_index].to(torch.get_default_dtype()).div_(data.scale)   # (k, B, R, T, C, H, W)
         y = label.permute(0, 2, 3, 1).contiguous()                         # (k, R, T, B)
         out += [(xi.permute(1, 2, 0, *range(3, xi.dim())), yi) for xi, yi in zip(x.unbind(0), y.unbind(0))]
     return out

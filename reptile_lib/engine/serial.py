@@ -44,7 +44,7 @@ class SerialReptile:
                     p.copy_(self.phi[n])
             for x, y in batches:
                 self.opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(self.net(x[t]), y[t])
+                loss = F.cross_entropy(self.net(x[t]), y[t], reduction="sum")  # the released summed loss
                 loss.backward()
                 self.opt.step()
             with torch.no_grad():

@@ -144,4 +144,4 @@ def run_weights(weights: Sequence[Sequence[float]]) -> tuple[Sequence[float] | T
     if len(set(weights)) == 1:
         return weights[0], None
     mask = torch.tensor([is_reptile(w) for w in weights])
-    return torch.tensor(weights, dtype=torch.float32), (mask if bool(mask.any()) else None)
+    return torch.tensor(weights, dtype=torch.get_default_dtype()), (mask if bool(mask.any()) else None)

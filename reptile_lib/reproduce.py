@@ -1,0 +1,471 @@
+"""The paper-scale queue: the units of ``runs/plan.toml`` trained and evaluated in order, resumably.
+
+A unit is one seed of one experiment (a config of ``configs`` with some fields changed). For each
+unit in turn, ``reproduce`` trains (checkpointing every few minutes and on SIGTERM / SIGINT; a kill
+loses at most that much and never a checkpoint, every file being written then renamed), evaluates in
+chunks that are saved as they finish (one adaptation scores both protocols), then writes
+``results/<experiment>.json`` from the finished seeds, the weights, and re-executes the chapter that
+shows them. Everything a later session needs to continue lives under ``runs/`` and is committed:
+
+- ``runs/checkpoints/<unit>.pt``       the training state (:func:`train.save_checkpoint`)
+- ``runs/checkpoints/<unit>.eval.pt``  the evaluation so far: per-task scores, the task generators
+- ``runs/logs/<unit>.jsonl``           one line per segment: device, commit, iterations, wall time
+
+Resuming is bit for bit: the same commands on the same kind of machine give the same numbers
+whether a run was stopped ten times or never (``tests/test_reproduce.py`` kills it to check).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .configs import Config, get_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_SECONDS = 300.0   # a kill loses at most five minutes of training
+EVAL_CHUNK = 100             # evaluation tasks adapted at once (and the grain of the saved progress)
+
+
+# ---------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Experiment:
+    """An ``[experiment.NAME]`` table of the plan."""
+
+    name: str
+    config: Config
+    evaluate: tuple[tuple[str, int], ...]      # (split, tasks) for every eval setting of the config
+    curve: tuple[str, int, int] | None         # (split, every, tasks) of the learning curve
+    chapter: str | None
+
+
+@dataclass(frozen=True)
+class Unit:
+    experiment: Experiment
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.experiment.name}-seed{self.seed}"
+
+    @property
+    def config(self) -> Config:
+        return self.experiment.config
+
+
+@dataclass(frozen=True)
+class Plan:
+    units: tuple[Unit, ...]
+    experiments: dict[str, Experiment]
+    root: Path                                  # the folder holding checkpoints/ and logs/
+    results: Path                               # the folder of results/<experiment>.json
+
+    def of(self, experiment: str) -> list[Unit]:
+        return [u for u in self.units if u.experiment.name == experiment]
+
+
+class PlanError(ValueError):
+    """The plan file is malformed; the message says where and what to write instead."""
+
+
+def _experiment(name: str, table: dict, where: str) -> Experiment:
+    from .cli import apply_overrides
+
+    unknown = set(table) - {"config", "set", "evaluate", "curve", "chapter"}
+    if unknown or "config" not in table:
+        raise PlanError(f"{where}: [experiment.{name}] needs config = \"NAME\" and may have set, evaluate, curve, "
+                        f"chapter (unknown: {sorted(unknown)})")
+    try:
+        config = get_config(table["config"])
+        config = apply_overrides(config, [f"{k}={_text(v)}" for k, v in table.get("set", {}).items()])
+    except (KeyError, ValueError) as e:
+        raise PlanError(f"{where}: [experiment.{name}]: {e}") from None
+    evaluate = tuple((str(k), int(v)) for k, v in table.get("evaluate", {"test": config.eval_samples}).items())
+    curve = table.get("curve")
+    if curve is not None:
+        if set(curve) != {"split", "every", "tasks"}:
+            raise PlanError(f"{where}: [experiment.{name}] curve = {{ split = \"test\", every = 2000, tasks = 200 }}")
+        config = dataclasses.replace(config, eval_interval=int(curve["every"]), eval_interval_tasks=int(curve["tasks"]))
+        curve = (str(curve["split"]), int(curve["every"]), int(curve["tasks"]))
+    config = dataclasses.replace(config, eval_samples=max(n for _, n in evaluate) if evaluate else config.eval_samples)
+    return Experiment(name, config, evaluate, curve, table.get("chapter"))
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def load_plan(path: str | os.PathLike | None = None, results: str | os.PathLike | None = None) -> Plan:
+    """Read a plan file (default ``runs/plan.toml``); its folder also holds the checkpoints and logs, and
+    ``results/`` beside that folder the results (unless ``results`` says otherwise)."""
+    path = Path(path) if path is not None else ROOT / "runs" / "plan.toml"
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlanError(f"no plan file at {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PlanError(f"{path}: {e}") from None
+    experiments = {name: _experiment(name, t, str(path)) for name, t in doc.get("experiment", {}).items()}
+    units = []
+    for entry in doc.get("units", []):
+        name, sep, seed = str(entry).partition("/")
+        if not sep or not seed.isdigit() or name not in experiments:
+            raise PlanError(f"{path}: unit {entry!r} must be \"EXPERIMENT/SEED\" with EXPERIMENT one of "
+                            f"{sorted(experiments)}")
+        units.append(Unit(experiments[name], int(seed)))
+    if len({u.id for u in units}) != len(units):
+        raise PlanError(f"{path}: a unit is listed twice")
+    return Plan(tuple(units), experiments, path.parent,
+                Path(results) if results is not None else path.resolve().parent.parent / "results")
+
+
+def experiment_config(name: str, plan: Plan | None = None) -> Config:
+    """The config an experiment of the plan trains (what a chapter loads its results with)."""
+    plan = plan or load_plan()
+    if name not in plan.experiments:
+        raise KeyError(f"no experiment {name!r} in the plan: {sorted(plan.experiments)}")
+    return plan.experiments[name].config
+
+
+# ---------------------------------------------------------------- files of a unit
+def checkpoint_path(plan: Plan, unit: Unit) -> Path:
+    return plan.root / "checkpoints" / f"{unit.id}.pt"
+
+
+def eval_path(plan: Plan, unit: Unit) -> Path:
+    return plan.root / "checkpoints" / f"{unit.id}.eval.pt"
+
+
+def log_path(plan: Plan, unit: Unit) -> Path:
+    return plan.root / "logs" / f"{unit.id}.jsonl"
+
+
+def results_path(plan: Plan, experiment: str) -> Path:
+    return plan.results / f"{experiment}.json"
+
+
+def weights_path(plan: Plan, unit: Unit) -> Path:
+    return plan.results / "weights" / f"{unit.id}.pt"
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def segments(plan: Plan, unit: Unit) -> list[dict]:
+    path = log_path(plan, unit)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _log_segment(plan: Plan, unit: Unit, record: dict) -> None:
+    """Append one segment line (a line lost to a kill loses only that segment's record)."""
+    path = log_path(plan, unit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------- state
+def _eval_tasks(unit: Unit) -> list[tuple[str, Any, int]]:
+    """(split, eval spec, tasks) in the order they are evaluated."""
+    return [(split, spec, n) for split, n in unit.experiment.evaluate for spec in unit.config.evals]
+
+
+def load_eval_state(plan: Plan, unit: Unit) -> dict | None:
+    path = eval_path(plan, unit)
+    if not path.exists():
+        return None
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("config_hash") != unit.config.hash():
+        raise ValueError(f"{path} was written for another config of {unit.id}; delete it to evaluate again")
+    return blob
+
+
+def unit_state(plan: Plan, unit: Unit) -> dict:
+    """Where a unit stands: ``{'phase': 'pending'|'training'|'evaluating'|'done', ...}``."""
+    ev = load_eval_state(plan, unit)
+    total = sum(n for _, _, n in _eval_tasks(unit))
+    if ev is not None:
+        done = sum(len(v) for v in ev["scores"].values()) // 2   # two protocols per task
+        return {"phase": "done" if ev.get("finished") else "evaluating", "iteration": unit.config.meta_iters,
+                "tasks_done": done, "tasks_total": total}
+    ckpt = checkpoint_path(plan, unit)
+    if not ckpt.exists():
+        return {"phase": "pending", "iteration": 0, "tasks_done": 0, "tasks_total": total}
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if blob.get("config_hash") != unit.config.hash():
+        return {"phase": "stale", "iteration": blob.get("iteration", 0), "tasks_done": 0, "tasks_total": total}
+    it = int(blob["iteration"])
+    phase = "evaluating" if it >= unit.config.meta_iters else "training"
+    return {"phase": phase, "iteration": it, "tasks_done": 0, "tasks_total": total}
+
+
+def ms_per_iteration(plan: Plan, unit: Unit) -> float | None:
+    """Measured training speed of the unit's segments (or of its experiment's other units)."""
+    for u in [unit, *plan.of(unit.experiment.name)]:
+        segs = [s for s in segments(plan, u) if s.get("iterations", 0) > 0 and s.get("train_s")]
+        if segs:
+            return 1000 * sum(s["train_s"] for s in segs) / sum(s["iterations"] for s in segs)
+    return None
+
+
+def eval_seconds_per_task(plan: Plan, unit: Unit) -> float | None:
+    for u in [unit, *plan.of(unit.experiment.name)]:
+        segs = [s for s in segments(plan, u) if s.get("eval_tasks", 0) > 0 and s.get("eval_s")]
+        if segs:
+            return sum(s["eval_s"] for s in segs) / sum(s["eval_tasks"] for s in segs)
+    return None
+
+
+def status_rows(plan: Plan) -> list[dict]:
+    """One row per unit: state, measured ms per iteration, hours left (training + evaluation)."""
+    rows = []
+    for unit in plan.units:
+        st = unit_state(plan, unit)
+        ms, spt = ms_per_iteration(plan, unit), eval_seconds_per_task(plan, unit)
+        n = unit.config.meta_iters
+        left_train = (n - st["iteration"]) * ms / 1000 if ms is not None else None
+        left_eval = (st["tasks_total"] - st["tasks_done"]) * spt if spt is not None else None
+        if st["phase"] == "done":
+            state, hours = "done", 0.0
+        else:
+            state = {"pending": "pending", "stale": "stale checkpoint (another config): delete it",
+                     "training": f"training: {st['iteration']:,} of {n:,}",
+                     "evaluating": f"evaluating: {st['tasks_done']:,} of {st['tasks_total']:,} tasks"}[st["phase"]]
+            hours = None if left_train is None else (left_train + (left_eval or 0.0)) / 3600
+        rows.append({"unit": unit.id, "state": state, "ms_per_iter": ms,
+                     "hours_left": hours, "eval_estimated": left_eval is None and st["phase"] != "done"})
+    return rows
+
+
+def status_text(plan: Plan) -> str:
+    lines = [f"{'unit':34} {'state':40} {'ms/iter':>8} {'hours left':>10}"]
+    total = 0.0
+    for r in status_rows(plan):
+        ms = f"{r['ms_per_iter']:.1f}" if r["ms_per_iter"] is not None else "—"
+        h = "—" if r["hours_left"] is None else f"{r['hours_left']:.1f}" + ("+eval" if r["eval_estimated"] else "")
+        total += r["hours_left"] or 0.0
+        lines.append(f"{r['unit']:34} {r['state']:40} {ms:>8} {h:>10}")
+    lines.append(f"known hours left: {total:.1f} (units never run have no measured speed yet)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- running
+class StopFlag:
+    """Set by SIGTERM / SIGINT: the queue finishes the current iteration or chunk, saves and exits."""
+
+    def __init__(self):
+        self.set = False
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            self.set = True
+            print(f"\nreproduce: signal {signum}: saving and stopping", file=sys.stderr, flush=True)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def _splits(unit: Unit, data_root: str | None):
+    from .data import load_dataset
+
+    return load_dataset(unit.config.dataset, data_root) if data_root else load_dataset(unit.config.dataset)
+
+
+def train_step(config: Config, device: str) -> Callable | None:
+    """The fastest step that computes ``algorithms.meta_step`` for this config (None: that one)."""
+    return None
+
+
+def train_unit(plan: Plan, unit: Unit, splits: dict, device: str, stop: Callable[[], bool],
+               deadline: float | None, progress: bool) -> Any:
+    """Train (or resume) a unit; returns its :class:`train.TrainState`."""
+    from .train import meta_train
+
+    monitor = None
+    if unit.experiment.curve is not None:
+        monitor = {unit.experiment.curve[0]: splits[unit.experiment.curve[0]]}
+    return meta_train(unit.config, splits["train"], seed=unit.seed, device=device, monitor_splits=monitor,
+                      checkpoint=checkpoint_path(plan, unit), checkpoint_every=10 ** 9, resume=True,
+                      deadline=deadline, progress=progress, step_fn=train_step(unit.config, device),
+                      checkpoint_seconds=CHECKPOINT_SECONDS, stop=stop)
+
+
+def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str, stop: Callable[[], bool],
+                  deadline: float | None, progress: bool) -> tuple[dict, int]:
+    """Evaluate the trained weights in saved chunks; returns (evaluation state, tasks done now)."""
+    from .experiment import eval_generator
+    from .evaluate import evaluate
+    from .results import metric_name
+    from .tasks import TaskSampler
+    from .train import make_learner
+
+    ev = load_eval_state(plan, unit) or {"config_hash": unit.config.hash(), "scores": {}, "generators": {},
+                                         "finished": False}
+    learner = make_learner(unit.config, splits["train"].image_shape, device)
+    done_now = 0
+    for split, spec, n in _eval_tasks(unit):
+        key = f"{split}/{spec.shots}"
+        names = {p: metric_name(split, spec.shots, unit.config.classes, p == "transductive")
+                 for p in ("transductive", "nontransductive")}
+        g = eval_generator(unit.seed, split, spec.shots, device)
+        if key in ev["generators"]:
+            g.set_state(ev["generators"][key])
+        sampler = TaskSampler(splits[split].to(device), unit.config.classes, g)
+        have = len(ev["scores"].get(names["transductive"], []))
+        chunks = range(have, n, EVAL_CHUNK)
+        if progress and have < n:
+            from tqdm.auto import tqdm
+            chunks = tqdm(chunks, desc=f"{unit.id} {split} {spec.shots}-shot", unit="chunk", mininterval=5.0)
+        for start in chunks:
+            if stop() or (deadline is not None and time.time() > deadline):
+                return ev, done_now
+            size = min(EVAL_CHUNK, n - start)
+            acc = evaluate(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
+                           spec.shots, spec.eval_batch, spec.eval_iters, size, chunk=size,
+                           replacement=unit.config.replacement)
+            for proto, name in names.items():
+                # per-task accuracy as the number of correct queries (one per class): small and exact
+                correct = (acc[proto] * unit.config.classes).round().to(torch.uint8)
+                ev["scores"][name] = torch.cat([ev["scores"].get(name, torch.zeros(0, dtype=torch.uint8)), correct])
+            ev["generators"][key] = g.get_state()
+            done_now += size
+            _atomic_save(ev, eval_path(plan, unit))
+    ev["finished"] = True
+    _atomic_save(ev, eval_path(plan, unit))
+    return ev, done_now
+
+
+def write_experiment_results(plan: Plan, experiment: str) -> Path | None:
+    """``results/<experiment>.json`` from the finished seeds of an experiment (None if none finished)."""
+    from .results import provenance, summarize, write_results
+    from .train import load_checkpoint
+
+    exp = plan.experiments[experiment]
+    per_task: dict[str, dict[int, list[float]]] = {}
+    seeds, histories, iterations, segs, wall = [], {}, {}, {}, 0.0
+    for unit in plan.of(experiment):
+        ev = load_eval_state(plan, unit)
+        if ev is None or not ev.get("finished"):
+            continue
+        seeds.append(unit.seed)
+        for name, correct in ev["scores"].items():
+            per_task.setdefault(name, {})[unit.seed] = (correct.double() / unit.config.classes).tolist()
+        st = load_checkpoint(checkpoint_path(plan, unit), unit.config)
+        histories[str(unit.seed)], iterations[str(unit.seed)] = st.history, st.iteration
+        segs[str(unit.seed)] = segments(plan, unit)
+        wall += sum(s.get("train_s", 0) + s.get("eval_s", 0) for s in segs[str(unit.seed)])
+    if not seeds:
+        return None
+    planned = sorted(u.seed for u in plan.of(experiment))
+    devices = sorted({s["device"] for ss in segs.values() for s in ss if "device" in s})
+    commits = sorted({s["commit"] for ss in segs.values() for s in ss if "commit" in s})
+    prov = provenance("cpu", seeds, wall, True, seeds_planned=planned, commits=commits, segments=segs)
+    prov["device"] = "; ".join(devices)   # the machines that trained and evaluated (every segment's is in segments)
+    extra = {"history": histories, "iterations": iterations, "algorithm": exp.config.algorithm,
+             "evaluate": dict(exp.evaluate), "curve": list(exp.curve) if exp.curve else None}
+    metrics = {name: summarize(v) for name, v in sorted(per_task.items())}
+    return write_results(results_path(plan, experiment), experiment, "paper", exp.config, metrics, prov, extra)
+
+
+def _in_results(plan: Plan, unit: Unit) -> bool:
+    path = results_path(plan, unit.experiment.name)
+    if not path.exists():
+        return False
+    doc = json.loads(path.read_text())
+    return doc.get("config_hash") == unit.config.hash() and unit.seed in doc["provenance"].get("seeds", [])
+
+
+def _save_weights(plan: Plan, unit: Unit, state: Any) -> None:
+    from .experiment import save_weights
+
+    save_weights(weights_path(plan, unit), unit.config, state, unit.seed)
+
+
+def _rebuild_chapter(chapter: str) -> None:
+    """Re-execute the chapter that shows the results (its failure is reported, not fatal)."""
+    cmd = [sys.executable, str(ROOT / "tools" / "build_book.py"), "--execute", "--only", chapter, "--no-build"]
+    r = subprocess.run(cmd, cwd=ROOT)
+    if r.returncode:
+        print(f"reproduce: re-executing {chapter} failed ({' '.join(cmd)}); the results are written",
+              file=sys.stderr)
+
+
+def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | None = None,
+             stop: Callable[[], bool] = lambda: False, deadline: float | None = None,
+             progress: bool = False, rebuild: bool = True) -> bool:
+    """Advance one unit as far as ``stop``/``deadline`` allow. Returns True when it is done."""
+    from .results import device_name, git_commit
+
+    if unit_state(plan, unit)["phase"] == "done":
+        if not _in_results(plan, unit):   # stopped between the last evaluation chunk and the results
+            write_experiment_results(plan, unit.experiment.name)
+        return True
+    splits = _splits(unit, data_root)
+    record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
+              "commit": git_commit(), "threads": torch.get_num_threads()}
+    t0 = time.time()
+    first = unit_state(plan, unit)["iteration"]
+    state = train_unit(plan, unit, splits, device, stop, deadline, progress)
+    record.update(iterations=state.iteration - first, iteration=state.iteration, train_s=round(time.time() - t0, 1))
+    finished = False
+    if state.finished(unit.config):
+        _save_weights(plan, unit, state)
+        t1 = time.time()
+        ev, n = evaluate_unit(plan, unit, state, splits, device, stop, deadline, progress)
+        record.update(eval_tasks=n, eval_s=round(time.time() - t1, 1))
+        finished = bool(ev.get("finished"))
+    record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _log_segment(plan, unit, record)
+    if finished:
+        write_experiment_results(plan, unit.experiment.name)
+        if rebuild and unit.experiment.chapter:
+            _rebuild_chapter(unit.experiment.chapter)
+    return finished
+
+
+def reproduce(plan: Plan | None = None, *, device: str = "cpu", data_root: str | None = None,
+              max_minutes: float | None = None, only: Sequence[str] | None = None, progress: bool = True,
+              rebuild: bool = True, install_signals: bool = True) -> int:
+    """Work through the plan in order. Returns the number of units still not done."""
+    plan = plan or load_plan()
+    stop = StopFlag()
+    if install_signals:
+        stop.install()
+    deadline = None if max_minutes is None else time.time() + 60 * max_minutes
+    units = [u for u in plan.units if only is None or u.id in only or u.experiment.name in only]
+    if only is not None and not units:
+        raise PlanError(f"no unit matches {list(only)}: units are {[u.id for u in plan.units]}")
+    for unit in units:
+        if stop() or (deadline is not None and time.time() > deadline):
+            break
+        print(f"reproduce: {unit.id}", file=sys.stderr, flush=True)
+        run_unit(plan, unit, device=device, data_root=data_root, stop=stop, deadline=deadline,
+                 progress=progress, rebuild=rebuild)
+    left = sum(unit_state(plan, u)["phase"] != "done" for u in units)
+    print(status_text(plan), file=sys.stderr, flush=True)
+    return left
