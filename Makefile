@@ -11,7 +11,7 @@ help:
 	@echo "make book       build the book (executes the notebooks on CPU) -> _build/html/index.html"
 	@echo "make book-html  rebuild the site from the committed executed notebooks (no execution)"
 	@echo "make test       run the test suite (unit tests, notebook checks, browser check)"
-	@echo "make reproduce  paper-scale runs on a GPU (rewrites results/ and the executed notebooks)"
+	@echo "make reproduce  the paper-scale queue (runs/plan.toml), resumable; DEVICE=cpu|cuda MAX_MINUTES=N"
 	@echo "make bench      time the meta-iteration paths (benchmarks/)"
 
 venv: $(STAMP)
@@ -43,15 +43,13 @@ book: $(STAMP)
 book-html: $(STAMP)
 	$(PY) tools/build_book.py
 
-# On a GPU machine: retrain every paper-scale experiment (resuming from checkpoints/), rewrite
-# results/*.json and the executed notebooks, and build the site. Commit results/ and book/executed/.
-# MAX_MINUTES=9 stops each experiment after 9 minutes (checkpointed, marked unfinished); run again to resume.
-SEEDS ?= 3
-DEVICE ?= cuda
+# The paper-scale queue (runs/plan.toml), in order: train, evaluate, write results/, re-execute the
+# chapter. Checkpoints every 5 minutes and on SIGTERM / Ctrl-C; run it again to resume where it stopped.
+# DEVICE=auto|cpu|cuda, MAX_MINUTES=N to stop after N minutes; `reptile status` says where it stands.
+DEVICE ?= auto
 MAX_MINUTES ?=
 reproduce: $(STAMP)
-	$(PY) tools/build_book.py --execute --profile paper --retrain --device $(DEVICE) --n-seeds $(SEEDS) \
-	  $(if $(MAX_MINUTES),--max-minutes $(MAX_MINUTES))
+	$(PY) -m reptile_lib.cli reproduce --device $(DEVICE) $(if $(MAX_MINUTES),--max-minutes $(MAX_MINUTES))
 
 # CUDA if present (the paper's sizes), else a --quick CPU run; e.g. make bench BENCH_ARGS="--threads 1"
 bench: $(STAMP)
