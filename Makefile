@@ -45,11 +45,14 @@ book-html: $(STAMP)
 
 # The paper-scale queue (runs/plan.toml), in order: train, evaluate, write results/, re-execute the
 # chapter. Checkpoints every 5 minutes and on SIGTERM / Ctrl-C; run it again to resume where it stopped.
-# DEVICE=auto|cpu|cuda, MAX_MINUTES=N to stop after N minutes; `reptile status` says where it stands.
+# DEVICE=auto|cpu|cuda, MAX_MINUTES=N to stop after N minutes, THREADS=N torch threads (on a CPU shared
+# with other work, THREADS=1 avoids OpenMP threads waiting on each other); `reptile status` says where it stands.
 DEVICE ?= auto
 MAX_MINUTES ?=
+THREADS ?=
 reproduce: $(STAMP)
-	$(PY) -m reptile_lib.cli reproduce --device $(DEVICE) $(if $(MAX_MINUTES),--max-minutes $(MAX_MINUTES))
+	$(PY) -m reptile_lib.cli reproduce --device $(DEVICE) $(if $(MAX_MINUTES),--max-minutes $(MAX_MINUTES)) \
+	  $(if $(THREADS),--threads $(THREADS))
 
 # CUDA if present (the paper's sizes), else a --quick CPU run; e.g. make bench BENCH_ARGS="--threads 1"
 bench: $(STAMP)

@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="only these units (EXPERIMENT-seedN) or experiments")
     r.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     r.add_argument("--no-rebuild", action="store_true", help="do not re-execute the chapters of finished units")
+    r.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                   help="checkpoint training at least this often (default: 5; a kill loses at most that)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--data-root", default=None, help="folder holding the data sets (default as for train)")
 
@@ -173,7 +175,8 @@ def _reproduce(args) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     left = reproduce(load_plan(args.plan), device=device, data_root=args.data_root, max_minutes=args.max_minutes,
-                     only=args.only, progress=not args.quiet, rebuild=not args.no_rebuild)
+                     only=args.only, progress=not args.quiet, rebuild=not args.no_rebuild,
+                     checkpoint_seconds=60 * args.checkpoint_minutes)
     print(f"reproduce: {left} unit(s) not done{'; run again to resume' if left else ''}")
     return 0
 

@@ -196,6 +196,14 @@ PAPER_CONFIGS: dict[str, Config] = {c.name: c for c in (
     OMNIGLOT_5WAY, OMNIGLOT_20WAY, MINIIMAGENET_5WAY, CIFAR_FS_5WAY, FC100_5WAY)}
 
 
+def config_by_name(name: str) -> Config:
+    """A paper config (``omniglot_5way`` ...) or a Figure 3 curve (``figure3[g1+g2]``) by its name."""
+    named = {**PAPER_CONFIGS, **{c.name: c for c in FIGURE3_CURVES}}
+    if name not in named:
+        raise KeyError(f"unknown config {name!r}: choose one of {', '.join(sorted(named))}")
+    return named[name]
+
+
 def get_config(name: str, profile: str = "paper") -> Config:
     """A named config (``reptile train --config NAME``) in the ``paper`` or ``smoke`` profile."""
     if profile not in PROFILES:

@@ -47,6 +47,7 @@ class Experiment:
     evaluate: tuple[tuple[str, int], ...]      # (split, tasks) for every eval setting of the config
     curve: tuple[str, int, int] | None         # (split, every, tasks) of the learning curve
     chapter: str | None
+    results: str                               # results/<results>.json (default: the experiment's name)
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,20 @@ class PlanError(ValueError):
 def _experiment(name: str, table: dict, where: str) -> Experiment:
     from .cli import apply_overrides
 
-    unknown = set(table) - {"config", "set", "evaluate", "curve", "chapter"}
+    from .configs import EvalSpec, config_by_name
+
+    unknown = set(table) - {"config", "set", "evals", "evaluate", "curve", "chapter", "results"}
     if unknown or "config" not in table:
-        raise PlanError(f"{where}: [experiment.{name}] needs config = \"NAME\" and may have set, evaluate, curve, "
-                        f"chapter (unknown: {sorted(unknown)})")
+        raise PlanError(f"{where}: [experiment.{name}] needs config = \"NAME\" and may have set, evals, evaluate, "
+                        f"curve, chapter, results (unknown: {sorted(unknown)})")
+    if "/" in name:
+        raise PlanError(f"{where}: [experiment.{name}]: an experiment name cannot contain '/'")
     try:
-        config = get_config(table["config"])
+        config = config_by_name(table["config"])
         config = apply_overrides(config, [f"{k}={_text(v)}" for k, v in table.get("set", {}).items()])
-    except (KeyError, ValueError) as e:
+        if "evals" in table:  # e.g. evals = [{ shots = 1, eval_batch = 5, eval_iters = 50 }]
+            config = dataclasses.replace(config, evals=tuple(EvalSpec(**e) for e in table["evals"]))
+    except (KeyError, ValueError, TypeError) as e:
         raise PlanError(f"{where}: [experiment.{name}]: {e}") from None
     evaluate = tuple((str(k), int(v)) for k, v in table.get("evaluate", {"test": config.eval_samples}).items())
     curve = table.get("curve")
@@ -98,7 +105,7 @@ def _experiment(name: str, table: dict, where: str) -> Experiment:
         config = dataclasses.replace(config, eval_interval=int(curve["every"]), eval_interval_tasks=int(curve["tasks"]))
         curve = (str(curve["split"]), int(curve["every"]), int(curve["tasks"]))
     config = dataclasses.replace(config, eval_samples=max(n for _, n in evaluate) if evaluate else config.eval_samples)
-    return Experiment(name, config, evaluate, curve, table.get("chapter"))
+    return Experiment(name, config, evaluate, curve, table.get("chapter"), str(table.get("results", name)))
 
 
 def _text(v: Any) -> str:
@@ -155,7 +162,7 @@ def log_path(plan: Plan, unit: Unit) -> Path:
 
 
 def results_path(plan: Plan, experiment: str) -> Path:
-    return plan.results / f"{experiment}.json"
+    return plan.results / f"{plan.experiments[experiment].results}.json"
 
 
 def weights_path(plan: Plan, unit: Unit) -> Path:
@@ -218,7 +225,8 @@ def unit_state(plan: Plan, unit: Unit) -> dict:
         return {"phase": "stale", "iteration": blob.get("iteration", 0), "tasks_done": 0, "tasks_total": total}
     it = int(blob["iteration"])
     phase = "evaluating" if it >= unit.config.meta_iters else "training"
-    return {"phase": phase, "iteration": it, "tasks_done": 0, "tasks_total": total}
+    return {"phase": phase, "iteration": it, "tasks_done": 0, "tasks_total": total,
+            "ms_per_iter": 1000 * blob["wall_time_s"] / it if it else None}
 
 
 def ms_per_iteration(plan: Plan, unit: Unit) -> float | None:
@@ -243,7 +251,9 @@ def status_rows(plan: Plan) -> list[dict]:
     rows = []
     for unit in plan.units:
         st = unit_state(plan, unit)
-        ms, spt = ms_per_iteration(plan, unit), eval_seconds_per_task(plan, unit)
+        # the segments' measured speed; else the running segment's, from its checkpoint (curve points included)
+        ms = ms_per_iteration(plan, unit) or st.get("ms_per_iter")
+        spt = eval_seconds_per_task(plan, unit)
         n = unit.config.meta_iters
         left_train = (n - st["iteration"]) * ms / 1000 if ms is not None else None
         left_eval = (st["tasks_total"] - st["tasks_done"]) * spt if spt is not None else None
@@ -302,7 +312,7 @@ def train_step(config: Config, device: str) -> Callable | None:
 
 
 def train_unit(plan: Plan, unit: Unit, splits: dict, device: str, stop: Callable[[], bool],
-               deadline: float | None, progress: bool) -> Any:
+               deadline: float | None, progress: bool, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> Any:
     """Train (or resume) a unit; returns its :class:`train.TrainState`."""
     from .train import meta_train
 
@@ -312,7 +322,7 @@ def train_unit(plan: Plan, unit: Unit, splits: dict, device: str, stop: Callable
     return meta_train(unit.config, splits["train"], seed=unit.seed, device=device, monitor_splits=monitor,
                       checkpoint=checkpoint_path(plan, unit), checkpoint_every=10 ** 9, resume=True,
                       deadline=deadline, progress=progress, step_fn=train_step(unit.config, device),
-                      checkpoint_seconds=CHECKPOINT_SECONDS, stop=stop)
+                      checkpoint_seconds=checkpoint_seconds, stop=stop)
 
 
 def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str, stop: Callable[[], bool],
@@ -417,7 +427,7 @@ def _rebuild_chapter(chapter: str) -> None:
 
 def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | None = None,
              stop: Callable[[], bool] = lambda: False, deadline: float | None = None,
-             progress: bool = False, rebuild: bool = True) -> bool:
+             progress: bool = False, rebuild: bool = True, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> bool:
     """Advance one unit as far as ``stop``/``deadline`` allow. Returns True when it is done."""
     from .results import device_name, git_commit
 
@@ -430,7 +440,7 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
               "commit": git_commit(), "threads": torch.get_num_threads()}
     t0 = time.time()
     first = unit_state(plan, unit)["iteration"]
-    state = train_unit(plan, unit, splits, device, stop, deadline, progress)
+    state = train_unit(plan, unit, splits, device, stop, deadline, progress, checkpoint_seconds)
     record.update(iterations=state.iteration - first, iteration=state.iteration, train_s=round(time.time() - t0, 1))
     finished = False
     if state.finished(unit.config):
@@ -450,7 +460,8 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
 
 def reproduce(plan: Plan | None = None, *, device: str = "cpu", data_root: str | None = None,
               max_minutes: float | None = None, only: Sequence[str] | None = None, progress: bool = True,
-              rebuild: bool = True, install_signals: bool = True) -> int:
+              rebuild: bool = True, install_signals: bool = True,
+              checkpoint_seconds: float = CHECKPOINT_SECONDS) -> int:
     """Work through the plan in order. Returns the number of units still not done."""
     plan = plan or load_plan()
     stop = StopFlag()
@@ -465,7 +476,7 @@ def reproduce(plan: Plan | None = None, *, device: str = "cpu", data_root: str |
             break
         print(f"reproduce: {unit.id}", file=sys.stderr, flush=True)
         run_unit(plan, unit, device=device, data_root=data_root, stop=stop, deadline=deadline,
-                 progress=progress, rebuild=rebuild)
+                 progress=progress, rebuild=rebuild, checkpoint_seconds=checkpoint_seconds)
     left = sum(unit_state(plan, u)["phase"] != "done" for u in units)
     print(status_text(plan), file=sys.stderr, flush=True)
     return left
