@@ -1,0 +1,171 @@
+"""The paper-scale queue survives stops and kills, and resumes bit for bit.
+
+A tiny plan on real Omniglot (12 meta-iterations, 300 evaluation tasks of 3 steps) is run once
+without interruption; the same plan stopped during training, killed during evaluation, and killed
+while writing its results must end with exactly the same numbers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reptile_lib import reproduce as R
+from reptile_lib.data import load_dataset
+from data_fixtures import real_folder
+
+PLAN = """
+units = ["tiny/0"]
+[experiment.tiny]
+config = "omniglot_5way"
+set = { adam_carry = "sequential", batched = false, meta_iters = 12 }
+evals = [{ shots = 1, eval_batch = 5, eval_iters = 3 }]
+evaluate = { test = 300 }
+curve = { split = "test", every = 4, tasks = 10 }
+"""
+
+
+@pytest.fixture(scope="module")
+def omniglot_root():
+    return str(real_folder("omniglot", ("images_background.npz",)).parent)
+
+
+def _plan(root: Path, text: str = PLAN) -> R.Plan:
+    (root / "runs").mkdir(parents=True, exist_ok=True)
+    (root / "runs" / "plan.toml").write_text(text)
+    return R.load_plan(root / "runs" / "plan.toml")
+
+
+def _run(plan, data_root, **kw):
+    return R.reproduce(plan, data_root=data_root, progress=False, rebuild=False, install_signals=False, **kw)
+
+
+def _numbers(plan: R.Plan) -> tuple[dict, dict, dict]:
+    unit = plan.units[0]
+    doc = json.loads(R.results_path(plan, "tiny").read_text())
+    ckpt = torch.load(R.checkpoint_path(plan, unit), weights_only=True)
+    ev = R.load_eval_state(plan, unit)
+    return doc["metrics"], ckpt["params"], ev["scores"]
+
+
+def _same(a, b) -> bool:
+    return a[0] == b[0] and all(torch.equal(a[1][k], b[1][k]) for k in a[1]) and \
+        all(torch.equal(a[2][k], b[2][k]) for k in a[2])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, omniglot_root):
+    plan = _plan(tmp_path_factory.mktemp("reference"))
+    assert _run(plan, omniglot_root) == 0
+    return _numbers(plan)
+
+
+def test_plan_is_read_and_refuses_bad_input(tmp_path):
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    assert unit.id == "tiny-seed0" and unit.config.meta_iters == 12 and unit.config.adam_carry == "sequential"
+    assert unit.config.eval_interval == 4 and unit.config.eval_interval_tasks == 10
+    real = R.load_plan()   # the project's own plan parses, Omniglot 5-way seed 0 first
+    assert real.units[0].id == "omniglot_5way-seed0" and real.units[0].config.adam_carry == "sequential"
+    with pytest.raises(R.PlanError, match="EXPERIMENT/SEED"):
+        _plan(tmp_path, PLAN.replace('"tiny/0"', '"tiny"'))
+    with pytest.raises(R.PlanError, match="unknown config"):
+        _plan(tmp_path, PLAN.replace('config = "omniglot_5way"', 'config = "omniglot_7way"'))
+    with pytest.raises(R.PlanError, match="inner_iterz"):
+        _plan(tmp_path, PLAN.replace("meta_iters = 12", "inner_iterz = 3"))
+
+
+def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_root, reference):
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    calls = {"n": 0}
+
+    def stop_after(n):
+        def stop():
+            calls["n"] += 1
+            return calls["n"] > n
+        return stop
+
+    assert not R.run_unit(plan, unit, data_root=omniglot_root, stop=stop_after(5), rebuild=False)
+    st = R.unit_state(plan, unit)
+    assert st["phase"] == "training" and st["iteration"] == 6
+    calls["n"] = 0
+    assert not R.run_unit(plan, unit, data_root=omniglot_root, stop=stop_after(7), rebuild=False)  # 6 more + 1 chunk
+    st = R.unit_state(plan, unit)
+    assert st["phase"] == "evaluating" and st["tasks_done"] == 100
+    assert "evaluating: 100 of 300 tasks" in R.status_text(plan)
+    assert R.run_unit(plan, unit, data_root=omniglot_root, rebuild=False)
+    assert _same(_numbers(plan), reference)
+    assert [s["iterations"] for s in R.segments(plan, unit)] == [6, 6, 0]
+    assert "done" in R.status_text(plan)
+
+
+def test_killed_while_writing_results_leaves_nothing_half_written(tmp_path, omniglot_root, reference, monkeypatch):
+    plan = _plan(tmp_path)
+    from reptile_lib import results
+
+    real_replace = os.replace
+
+    def crash(src, dst):
+        if str(dst).endswith("tiny.json"):
+            raise KeyboardInterrupt("killed during the results write")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _run(plan, omniglot_root)
+    assert not R.results_path(plan, "tiny").exists()
+    assert not [p for p in R.results_path(plan, "tiny").parent.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(results.os, "replace", real_replace)
+    assert _run(plan, omniglot_root) == 0          # the unit is done: only the results are written
+    assert _same(_numbers(plan), reference)
+
+
+def _wait(path: Path, ok, proc, timeout=240.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"the queue ended early (exit {proc.returncode})")
+        try:
+            if path.exists() and ok():
+                return
+        except Exception:   # a file being replaced right now: look again
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {path}")
+
+
+def test_sigterm_and_sigkill_of_the_command_resume_bit_for_bit(tmp_path, omniglot_root, reference):
+    """The real command: SIGTERM during training saves and exits 0; SIGKILL during evaluation loses
+    at most the chunk in progress; the third run finishes with the uninterrupted run's numbers."""
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    cmd = [sys.executable, "-m", "reptile_lib.cli", "reproduce", "--plan", str(tmp_path / "runs" / "plan.toml"),
+           "--device", "cpu", "--data-root", omniglot_root, "--no-rebuild", "--quiet", "--checkpoint-minutes", "0",
+           "--threads", str(torch.get_num_threads())]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ckpt, ev = R.checkpoint_path(plan, unit), R.eval_path(plan, unit)
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait(ckpt, lambda: torch.load(ckpt, weights_only=True)["iteration"] >= 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0 and "saving and stopping" in out, out
+    assert 3 <= R.unit_state(plan, unit)["iteration"] < 12
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait(ev, lambda: True, proc)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not R.results_path(plan, "tiny").exists()
+
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _same(_numbers(plan), reference)
