@@ -5,7 +5,7 @@ unit in turn, ``reproduce`` trains (checkpointing every few minutes and on SIGTE
 loses at most that much and never a checkpoint, every file being written then renamed), evaluates in
 chunks that are saved as they finish (one adaptation scores both protocols), then writes
 ``results/<experiment>.json`` from the finished seeds, the weights, and re-executes the chapter that
-shows them. Everything a later session needs to continue lives under ``runs/`` and is committed:
+shows them. Everything a later run (on any machine) needs to continue lives under ``runs/`` and is committed:
 
 - ``runs/checkpoints/<unit>.pt``       the training state (:func:`train.save_checkpoint`)
 - ``runs/checkpoints/<unit>.eval.pt``  the evaluation so far: per-task scores, the task generators

@@ -52,7 +52,7 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-CODE_PATHS = ("reptile_lib", "jobs", "tools", "benchmarks/bench.py", "notebooks", "pyproject.toml", "requirements.txt")
+CODE_PATHS = ("reptile_lib", "tools", "benchmarks/bench.py", "notebooks", "pyproject.toml", "requirements.txt")
 
 
 def git_commit(repo: str | os.PathLike | None = None) -> str:

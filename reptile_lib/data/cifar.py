@@ -6,7 +6,7 @@ one tile per class, ``images/<fine_name>.png``: a grid 30 images wide of 32x32 R
 image i at row i // 30, column i % 30 (600 images: 960x640).
 
 A tile may instead be stored in another Pillow-readable format (``images/<fine_name>.jpg``, ``.webp``)
-so a GPU job can carry a smaller lossy copy (:func:`pack_cifar`). The loader prefers ``.png``;
+so a smaller lossy copy can be sent to another machine (:func:`pack_cifar`). The loader prefers ``.png``;
 when it reads anything else the split's name says so (``cifar_fs/train@jpeg-q95``), so results
 can state which bytes were used.
 """
