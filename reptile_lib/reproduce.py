@@ -436,8 +436,10 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
             write_experiment_results(plan, unit.experiment.name)
         return True
     splits = _splits(unit, data_root)
+    step = train_step(unit.config, device)
     record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
-              "commit": git_commit(), "threads": torch.get_num_threads()}
+              "commit": git_commit(), "threads": torch.get_num_threads(),
+              "train_path": getattr(step, "__qualname__", "algorithms.meta_step") if step else "algorithms.meta_step"}
     t0 = time.time()
     first = unit_state(plan, unit)["iteration"]
     state = train_unit(plan, unit, splits, device, stop, deadline, progress, checkpoint_seconds)
