@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -417,20 +418,27 @@ def _rebuild_chapter(chapter: str) -> None:
 
 def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | None = None,
              stop: Callable[[], bool] = lambda: False, deadline: float | None = None,
-             progress: bool = False, rebuild: bool = True) -> bool:
-    """Advance one unit as far as ``stop``/``deadline`` allow. Returns True when it is done."""
+             progress: bool = False, rebuild: bool = True, summarize: bool = True,
+             provenance: dict | None = None, train: Callable | None = None) -> bool:
+    """Advance one unit as far as ``stop``/``deadline`` allow. Returns True when it is done.
+
+    Run as one rank of many (``reptile_lib.distributed``): ``summarize=False`` leaves the results file
+    and the chapter to rank 0, ``provenance`` (rank, world size) joins the segment record, and
+    ``train`` replaces :func:`train_unit` (same signature), e.g. by one that splits the meta-batch.
+    """
     from .results import device_name, git_commit
 
     if unit_state(plan, unit)["phase"] == "done":
-        if not _in_results(plan, unit):   # stopped between the last evaluation chunk and the results
+        if summarize and not _in_results(plan, unit):   # stopped between the last evaluation chunk and the results
             write_experiment_results(plan, unit.experiment.name)
         return True
     splits = _splits(unit, data_root)
     record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
-              "commit": git_commit(), "threads": torch.get_num_threads()}
+              "commit": git_commit(), "threads": torch.get_num_threads(), "host": socket.gethostname(),
+              **(provenance or {})}
     t0 = time.time()
     first = unit_state(plan, unit)["iteration"]
-    state = train_unit(plan, unit, splits, device, stop, deadline, progress)
+    state = (train or train_unit)(plan, unit, splits, device, stop, deadline, progress)
     record.update(iterations=state.iteration - first, iteration=state.iteration, train_s=round(time.time() - t0, 1))
     finished = False
     if state.finished(unit.config):
@@ -441,11 +449,19 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
         finished = bool(ev.get("finished"))
     record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _log_segment(plan, unit, record)
-    if finished:
+    if finished and summarize:
         write_experiment_results(plan, unit.experiment.name)
         if rebuild and unit.experiment.chapter:
             _rebuild_chapter(unit.experiment.chapter)
     return finished
+
+
+def select_units(plan: Plan, only: Sequence[str] | None = None) -> list[Unit]:
+    """The plan's units in order, or those named in ``only`` (unit ids or experiment names)."""
+    units = [u for u in plan.units if only is None or u.id in only or u.experiment.name in only]
+    if only is not None and not units:
+        raise PlanError(f"no unit matches {list(only)}: units are {[u.id for u in plan.units]}")
+    return units
 
 
 def reproduce(plan: Plan | None = None, *, device: str = "cpu", data_root: str | None = None,
@@ -457,9 +473,7 @@ def reproduce(plan: Plan | None = None, *, device: str = "cpu", data_root: str |
     if install_signals:
         stop.install()
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
-    units = [u for u in plan.units if only is None or u.id in only or u.experiment.name in only]
-    if only is not None and not units:
-        raise PlanError(f"no unit matches {list(only)}: units are {[u.id for u in plan.units]}")
+    units = select_units(plan, only)
     for unit in units:
         if stop() or (deadline is not None and time.time() > deadline):
             break
