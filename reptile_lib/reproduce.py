@@ -11,6 +11,8 @@ shows them. Everything a later session needs to continue lives under ``runs/`` a
 - ``runs/checkpoints/<unit>.eval.pt``  the evaluation so far: per-task scores, the task generators
 - ``runs/logs/<unit>.jsonl``           one line per segment: device, commit, iterations, wall time
 
+Under ``torchrun`` the ranks share the units out, or split each meta-batch (:mod:`reptile_lib.distributed`).
+
 Resuming is bit for bit: the same commands on the same kind of machine give the same numbers
 whether a run was stopped ten times or never (``tests/test_reproduce.py`` kills it to check).
 """
