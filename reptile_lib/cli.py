@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="checkpoint training at least this often (default: 5; a kill loses at most that)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--data-root", default=None, help="folder holding the data sets (default as for train)")
+    r.add_argument("--split-meta-batch", action="store_true",
+                   help="under torchrun: all ranks train one unit, each adapting meta_batch / world_size tasks "
+                        "(default under torchrun: the ranks share out whole units)")
 
     s = sub.add_parser("status", help="where the paper-scale queue stands: done / at iteration i of n / pending")
     s.add_argument("--plan", default=None, help="plan file (default: runs/plan.toml)")
@@ -167,6 +170,7 @@ def _evaluate(args) -> int:
 def _reproduce(args) -> int:
     import torch
 
+    from .distributed import launched, reproduce_on_ranks
     from .reproduce import load_plan, reproduce
 
     if args.threads:
@@ -174,9 +178,17 @@ def _reproduce(args) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    left = reproduce(load_plan(args.plan), device=device, data_root=args.data_root, max_minutes=args.max_minutes,
-                     only=args.only, progress=not args.quiet, rebuild=not args.no_rebuild,
-                     checkpoint_seconds=60 * args.checkpoint_minutes)
+    if args.split_meta_batch or launched():   # torchrun: units or one meta-batch over the ranks
+        left, ranks = reproduce_on_ranks(load_plan(args.plan), device=args.device,
+                                         split_meta_batch=args.split_meta_batch, data_root=args.data_root,
+                                         max_minutes=args.max_minutes, only=args.only, progress=not args.quiet,
+                                         rebuild=not args.no_rebuild)
+        if ranks.rank:
+            return 0
+    else:
+        left = reproduce(load_plan(args.plan), device=device, data_root=args.data_root,
+                         max_minutes=args.max_minutes, only=args.only, progress=not args.quiet,
+                         rebuild=not args.no_rebuild, checkpoint_seconds=60 * args.checkpoint_minutes)
     print(f"reproduce: {left} unit(s) not done{'; run again to resume' if left else ''}")
     return 0
 

@@ -11,6 +11,8 @@ shows them. Everything a later run (on any machine) needs to continue lives unde
 - ``runs/checkpoints/<unit>.eval.pt``  the evaluation so far: per-task scores, the task generators
 - ``runs/logs/<unit>.jsonl``           one line per segment: device, commit, iterations, wall time
 
+Under ``torchrun`` the ranks share the units out, or split each meta-batch (:mod:`reptile_lib.distributed`).
+
 Resuming is bit for bit: the same commands on the same kind of machine give the same numbers
 whether a run was stopped ten times or never (``tests/test_reproduce.py`` kills it to check).
 """
@@ -20,6 +22,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,7 +50,7 @@ class Experiment:
     evaluate: tuple[tuple[str, int], ...]      # (split, tasks) for every eval setting of the config
     curve: tuple[str, int, int] | None         # (split, every, tasks) of the learning curve
     chapter: str | None
-    results: str                               # results/<results>.json (default: the experiment's name)
+    results: str = ""                          # results/<results>.json ("": the experiment's name)
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def log_path(plan: Plan, unit: Unit) -> Path:
 
 
 def results_path(plan: Plan, experiment: str) -> Path:
-    return plan.results / f"{plan.experiments[experiment].results}.json"
+    return plan.results / f"{plan.experiments[experiment].results or experiment}.json"
 
 
 def weights_path(plan: Plan, unit: Unit) -> Path:
@@ -312,7 +315,7 @@ def train_step(config: Config, device: str) -> Callable | None:
 
 
 def train_unit(plan: Plan, unit: Unit, splits: dict, device: str, stop: Callable[[], bool],
-               deadline: float | None, progress: bool, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> Any:
+               deadline: float | None, progress: bool, checkpoint_seconds: float | None = None) -> Any:
     """Train (or resume) a unit; returns its :class:`train.TrainState`."""
     from .train import meta_train
 
@@ -322,7 +325,8 @@ def train_unit(plan: Plan, unit: Unit, splits: dict, device: str, stop: Callable
     return meta_train(unit.config, splits["train"], seed=unit.seed, device=device, monitor_splits=monitor,
                       checkpoint=checkpoint_path(plan, unit), checkpoint_every=10 ** 9, resume=True,
                       deadline=deadline, progress=progress, step_fn=train_step(unit.config, device),
-                      checkpoint_seconds=checkpoint_seconds, stop=stop)
+                      checkpoint_seconds=CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds,
+                      stop=stop)
 
 
 def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str, stop: Callable[[], bool],
@@ -427,22 +431,32 @@ def _rebuild_chapter(chapter: str) -> None:
 
 def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | None = None,
              stop: Callable[[], bool] = lambda: False, deadline: float | None = None,
-             progress: bool = False, rebuild: bool = True, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> bool:
-    """Advance one unit as far as ``stop``/``deadline`` allow. Returns True when it is done."""
+             progress: bool = False, rebuild: bool = True, checkpoint_seconds: float | None = None,
+             summarize: bool = True, provenance: dict | None = None, train: Callable | None = None) -> bool:
+    """Advance one unit as far as ``stop``/``deadline`` allow. Returns True when it is done.
+
+    Run as one rank of many (``reptile_lib.distributed``): ``summarize=False`` leaves the results file
+    and the chapter to rank 0, ``provenance`` (rank, world size) joins the segment record, and
+    ``train`` replaces :func:`train_unit` (same signature), e.g. by one that splits the meta-batch.
+    """
     from .results import device_name, git_commit
 
     if unit_state(plan, unit)["phase"] == "done":
-        if not _in_results(plan, unit):   # stopped between the last evaluation chunk and the results
+        if summarize and not _in_results(plan, unit):   # stopped between the last evaluation chunk and the results
             write_experiment_results(plan, unit.experiment.name)
         return True
     splits = _splits(unit, data_root)
     step = train_step(unit.config, device)
     record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
-              "commit": git_commit(), "threads": torch.get_num_threads(),
-              "train_path": getattr(step, "__qualname__", "algorithms.meta_step") if step else "algorithms.meta_step"}
+              "commit": git_commit(), "threads": torch.get_num_threads(), "host": socket.gethostname(),
+              "train_path": getattr(step, "__qualname__", "algorithms.meta_step") if step else "algorithms.meta_step",
+              **(provenance or {})}
     t0 = time.time()
     first = unit_state(plan, unit)["iteration"]
-    state = train_unit(plan, unit, splits, device, stop, deadline, progress, checkpoint_seconds)
+    if train is not None:
+        state = train(plan, unit, splits, device, stop, deadline, progress)
+    else:
+        state = train_unit(plan, unit, splits, device, stop, deadline, progress, checkpoint_seconds)
     record.update(iterations=state.iteration - first, iteration=state.iteration, train_s=round(time.time() - t0, 1))
     finished = False
     if state.finished(unit.config):
@@ -453,26 +467,32 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
         finished = bool(ev.get("finished"))
     record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _log_segment(plan, unit, record)
-    if finished:
+    if finished and summarize:
         write_experiment_results(plan, unit.experiment.name)
         if rebuild and unit.experiment.chapter:
             _rebuild_chapter(unit.experiment.chapter)
     return finished
 
 
+def select_units(plan: Plan, only: Sequence[str] | None = None) -> list[Unit]:
+    """The plan's units in order, or those named in ``only`` (unit ids or experiment names)."""
+    units = [u for u in plan.units if only is None or u.id in only or u.experiment.name in only]
+    if only is not None and not units:
+        raise PlanError(f"no unit matches {list(only)}: units are {[u.id for u in plan.units]}")
+    return units
+
+
 def reproduce(plan: Plan | None = None, *, device: str = "cpu", data_root: str | None = None,
               max_minutes: float | None = None, only: Sequence[str] | None = None, progress: bool = True,
               rebuild: bool = True, install_signals: bool = True,
-              checkpoint_seconds: float = CHECKPOINT_SECONDS) -> int:
+              checkpoint_seconds: float | None = None) -> int:
     """Work through the plan in order. Returns the number of units still not done."""
     plan = plan or load_plan()
     stop = StopFlag()
     if install_signals:
         stop.install()
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
-    units = [u for u in plan.units if only is None or u.id in only or u.experiment.name in only]
-    if only is not None and not units:
-        raise PlanError(f"no unit matches {list(only)}: units are {[u.id for u in plan.units]}")
+    units = select_units(plan, only)
     for unit in units:
         if stop() or (deadline is not None and time.time() > deadline):
             break

@@ -107,7 +107,8 @@ def load_checkpoint(path: str | os.PathLike, config: Config, device: Any = "cpu"
     gens = {}
     for k, st in blob["generators"].items():
         g = torch.Generator(device=torch.device(device))
-        if str(g.device) != blob["generator_devices"][k]:
+        # the kind of device, not its index: a unit checkpointed on cuda:0 resumes on cuda:1 (another rank)
+        if g.device.type != torch.device(blob["generator_devices"][k]).type:
             raise CheckpointMismatchError(f"{path} was written on {blob['generator_devices'][k]}; resume it "
                                           f"on the same kind of device (got {device})")
         g.set_state(st)
