@@ -203,7 +203,7 @@ def plot_history(doc: dict, ax=None, key: str = "transductive"):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+        _, ax = plt.subplots(figsize=(7, 3.2))
     for seed, hist in doc["extra"].get("history", {}).items():
         if not hist:
             continue
@@ -222,7 +222,7 @@ def plot_examples(data: Any, classes: int = 8, per_class: int = 3, title: str | 
     """A grid of the first images of the first ``classes`` classes of a :class:`ClassDataset`."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(per_class, classes, figsize=(classes * 0.8, per_class * 0.8), dpi=90)
+    fig, axes = plt.subplots(per_class, classes, figsize=(classes * 0.8, per_class * 0.8))
     for c in range(classes):
         for i in range(per_class):
             img = data.images[c, i].float() / data.scale  # (C, H, W)
