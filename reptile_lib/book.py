@@ -322,3 +322,28 @@ def time_meta_iterations(config: Any, iters: int = 5, device: str = "cpu", seed:
         rows.append({"path": label, "ms per meta-iteration": 1000 * sum(times) / len(times),
                      "timed iterations": len(times)})
     return rows
+
+
+# ---------------------------------------------------------------- figures and boxes on the page
+def figures_dir() -> Path:
+    """``book/executed/figures/``: the PNGs of the chapters' numbered figures (committed with the notebooks)."""
+    return REPO_ROOT / "book" / "executed" / "figures"
+
+
+def show_figure(fig: Any, name: str, caption: str) -> None:
+    """Show ``fig`` as a numbered figure with ``caption`` (MyST ``{figure}``, label ``fig-<name>``).
+
+    The PNG is written at the figure's dpi (150, :mod:`reptile_lib.plots.style`) to
+    ``book/executed/figures/<name>.png``, next to the executed notebooks, and the figure closed.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"figure name {name!r}: use letters, digits, '-' and '_' only")
+    path = figures_dir() / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    display(Markdown(f":::{{figure}} figures/{name}.png\n:name: fig-{name}\n:width: 100%\n\n{caption}\n:::\n"))
+

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 Z95 = 1.96
 
-PENDING = "not produced yet (GPU run pending)"
+PENDING = "not produced yet (no finished paper-scale run)"
 SMOKE = "smoke run — not comparable"
 MISSING = "metric missing from results"
 
@@ -778,3 +778,76 @@ def scoreboard_summary(rows: Sequence[Mapping[str, Any]]) -> str:
         parts.append(f"{counts['context']} measured without a verdict")
     parts.append(f"{counts['pending']} not run or not finished yet")
     return f"{len(rows)} claims: " + ", ".join(parts) + "."
+
+
+def claim_box(chapter: str, rows: Sequence[Mapping[str, Any]] | None = None, note: str = "") -> str:
+    """The MyST admonition a chapter opens with: the paper's claims it covers, ours, the verdicts.
+
+    Built from :func:`scoreboard_rows` (the chapter's rows, in order); claims without a result of
+    ours that share scale and verdict are listed together. ``note`` is appended as a last paragraph.
+    """
+    rows = [r for r in (rows if rows is not None else scoreboard_rows()) if r["Chapter"] == chapter]
+    if not rows:
+        raise ValueError(f"no scoreboard row for chapter {chapter!r}: one of {sorted(set(SCOREBOARD_SOURCES.values()))}")
+    lines = [":::{admonition} The paper's claim, what we measured, the verdict", ":class: tip", ""]
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if r["Ours"] == "—":
+            groups.setdefault((r["Scale"], r["Verdict"]), []).append(r)
+            continue
+        lines.append(f"- **{r['Claim']}.** Paper: {r['Paper']}. Ours: {r['Ours']} ({r['Scale']} run, "
+                     f"{r['Device']}). **Verdict: {r['Verdict']}.**")
+    for (scale, v), group in groups.items():
+        head = group[0]["Claim"].split(": ", 1)[0] if len(group) > 1 else ""
+        same = len({r["Paper"] for r in group}) == 1
+        items = [r["Claim"].split(": ", 1)[-1] if head else r["Claim"] for r in group]
+        if not same:
+            items = [f"{c} ({r['Paper']})" for c, r in zip(items, group)]
+        claim = (f"{head}: " if head else "") + "; ".join(items)
+        paper_text = f" Paper: {group[0]['Paper']}." if same else ""
+        status = scale[len("not run yet ("):-1] if scale.startswith("not run yet (") else scale
+        lines.append(f"- **{claim}.**{paper_text} Ours: none yet ({status}). **Verdict: {v}.**")
+    if note:
+        lines += ["", note]
+    lines.append(":::")
+    return "\n".join(lines) + "\n"
+
+
+def html_table(rows: Sequence[Mapping[str, Any]] | Any, columns: Mapping[str, str] | None = None):
+    """Rows (dicts or a DataFrame) as the HTML table a chapter shows: readable column names
+    (``columns`` maps field -> heading, and picks the fields), no index, no NaN, no duplicate rows.
+
+    Deterministic (a fixed element id), so that nbval can compare it from run to run.
+    """
+    import hashlib
+
+    import pandas as pd
+    from IPython.display import HTML
+
+    f = rows.reset_index() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if columns:
+        missing = [c for c in columns if c not in f]
+        if missing:
+            raise KeyError(f"html_table: no column {missing}; have {list(f.columns)}")
+        f = f[list(columns)].rename(columns=dict(columns))
+    f = f.astype(object).where(f.notna(), "—").drop_duplicates()
+    uid = "t" + hashlib.sha1("|".join(map(str, f.columns)).encode()).hexdigest()[:8]
+    return HTML(f.style.hide(axis="index").set_uuid(uid).set_table_attributes('class="table"').to_html())
+
+
+def run_state(name: str, doc: Mapping[str, Any] | None = None, queue: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """Where the paper-scale run of results file ``name`` stands, in words, for a chapter:
+    'finished: ...' / 'not finished yet (queue: seed 0 training: 12,000 of 100,000; ...)' / 'not run (...)'."""
+    if queue is None:
+        from .reproduce import load_plan, status_rows
+
+        queue = status_rows(load_plan())
+    scale = _scale(name, doc, queue)
+    if doc is not None and doc["provenance"].get("finished", False):
+        return f"finished ({scale} scale)"
+    more = _queue_text(name, queue)
+    if doc is None and more:
+        return f"not finished yet ({more})"
+    if doc is not None:
+        return f"not finished yet ({progress_text(doc)})"
+    return "not run (not in the queue of paper-scale runs)"

@@ -88,7 +88,7 @@ def test_seed_spread_can_turn_a_miss_into_a_hit():
 
 def test_what_cannot_be_compared_says_why():
     m = {ONE.metric: metric([0.95])}
-    assert report.verdict(ONE, None).text == "not produced yet (GPU run pending)"
+    assert report.verdict(ONE, None).text == "not produced yet (no finished paper-scale run)"
     assert report.verdict(ONE, doc(m, profile="smoke")).text == "smoke run — not comparable"
     unfinished = report.verdict(ONE, doc(m, finished=False, iterations={"0": 45_000}))
     assert unfinished.status == "unfinished" and not unfinished.compared
@@ -114,9 +114,9 @@ def test_tables_print_the_same_text_every_time():
     docs = {"omniglot_5way": doc({ONE.metric: metric([0.953, 0.955, 0.956])}), "omniglot_20way": None}
     text = report.text(report.frame(report.comparison_rows(numbers, docs)))
     assert text == report.text(report.frame(report.comparison_rows(numbers, docs)))
-    assert "metric missing from results" in text and "not produced yet (GPU run pending)" in text
+    assert "metric missing from results" in text and "not produced yet (no finished paper-scale run)" in text
     assert report.verdict_summary(numbers, docs) == ("3 cells: 1 within, 1 metric missing from results, "
-                                                    "1 not produced yet (GPU run pending)")
+                                                    "1 not produced yet (no finished paper-scale run)")
 
 
 def test_status_line_labels_unfinished_and_pending_seeds():
@@ -290,3 +290,17 @@ def test_scoreboard_markdown_links_chapters_and_has_no_gaps(tmp_path):
     assert not re.search(r"\bnan\b|\bNone\b", md)
     with pytest.raises(ValueError, match="no scoreboard rows"):
         report.scoreboard_markdown([])
+
+
+def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
+    assert report.run_state("omniglot_5way", None, QUEUE) == \
+        "not finished yet (queue: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending)"
+    assert report.run_state("omniglot_20way", None, QUEUE).startswith("not run")
+    box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
+    assert box.startswith(":::{admonition}") and box.rstrip().endswith(":::")
+    assert "Verdict: not finished yet" in box and "95.39 ± 0.09" in box
+    _write_omniglot(tmp_path)
+    box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
+    assert "Verdict: within" in box
+    with pytest.raises(ValueError, match="no scoreboard row"):
+        report.claim_box("99_nothing", [])
