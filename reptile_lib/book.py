@@ -264,21 +264,38 @@ def last_batch_overlap(inner_iters: int, inner_batch: int = 10, train_shots: int
     return float(overlap)
 
 
+BENCH_PATHS = {"serial": "one task at a time (nn.Module + torch.optim)",
+               "reference_batched": "library: vmap over tasks",
+               "engine_eager": "engine, eager", "engine_graph": "engine, one CUDA graph",
+               "engine_graph_fused_adam": "engine, CUDA graph + fused Adam"}
+
+
+def bench_path_label(path: str) -> str:
+    """A ``benchmarks/bench.py`` path name in words (``runs3``: three runs batched)."""
+    if path.startswith("runs") and path[4:].isdigit():
+        return f"engine, {path[4:]} runs batched"
+    return BENCH_PATHS.get(path, path)
+
+
 def benchmark_rows(doc: dict) -> list[dict]:
-    """One row per (config, path) of a ``benchmarks/bench.py`` results file: ms per meta-iteration and more."""
+    """One row per (config, path) of a ``benchmarks/bench.py`` results file: ms per meta-iteration and more.
+
+    Readable labels, and a dash (never an empty cell) where a figure does not apply.
+    """
     rows = []
     for name, entry in doc.get("configs", {}).items():
         for path, p in entry.get("paths", {}).items():
+            row = {"Config": name, "Path": bench_path_label(path)}
             if "ms_per_iter" not in p:
-                rows.append({"config": name, "path": path, "ms / meta-iteration": None,
-                             "note": "failed: " + str(p.get("error", "?"))[:80]})
+                rows.append({**row, "ms / meta-iteration": "failed: " + str(p.get("error", "?"))[:80],
+                             "ms / run": "—", "× serial": "—", "Operations / iteration": "—"})
                 continue
-            rows.append({"config": name, "path": path, "ms / meta-iteration": round(p["ms_per_iter"], 1),
-                         "ms / run": round(p["ms_per_run"], 1) if "ms_per_run" in p else None,
-                         "x serial": entry.get("speedup_vs_serial", {}).get(path),
-                         "ops / iteration": p.get("kernels_per_replay") or p.get("kernels_per_iter")
-                         or p.get("aten_ops_per_iter"),
-                         "note": ""})
+            speed = entry.get("speedup_vs_serial", {}).get(path)
+            ops = p.get("kernels_per_replay") or p.get("kernels_per_iter") or p.get("aten_ops_per_iter")
+            rows.append({**row, "ms / meta-iteration": f"{p['ms_per_iter']:.1f}",
+                         "ms / run": f"{p['ms_per_run']:.1f}" if "ms_per_run" in p else "—",
+                         "× serial": f"{speed:.2f}" if speed is not None else "—",
+                         "Operations / iteration": f"{ops:,}" if ops else "—"})
     return rows
 
 
