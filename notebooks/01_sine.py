@@ -170,15 +170,20 @@ display(Markdown(
 
 # %% tags=["hide-input"]
 if profile == "paper":
-    weights = {name: sine.load_weights(sine.weights_path(results_dir() / "weights", name, acts[0], cfg["seeds"][0]))
-               for name in sine.INITS}
+    folder = results_dir() / "weights"
+    weights = {}
+    for name in sine.INITS:
+        path = sine.weights_path(folder, name, acts[0], cfg["seeds"][0])
+        weights[name] = sine.load_weights(path)
     again = sine.example_figure_data(experiment, weights, acts[0])
+    again = again["predictions"]
     stored = doc["extra"]["example"][acts[0]]["predictions"]
-    worst = max(float((torch.tensor(again["predictions"][n][s]) - torch.tensor(stored[n][s])).abs().max())
-                for n in stored for s in stored[n])
-    print(f"recomputed from the weights; largest difference from the stored curves: {worst:.1e}")
+    diffs = [torch.tensor(again[n][s]) - torch.tensor(stored[n][s])
+             for n in stored for s in stored[n]]
+    worst = max(float(d.abs().max()) for d in diffs)
+    print("largest difference, recomputed against stored:", f"{worst:.1e}")
 else:
-    print("smoke profile: nothing is written, so there are no weights to reload")
+    print("smoke profile: no weights were written to reload")
 
 # %% [markdown]
 # ## How this compares

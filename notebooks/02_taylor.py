@@ -164,7 +164,9 @@ report.html_table([
 family = taylor.family_of(config)
 k, alpha = 3, 1e-3
 exp_g = taylor.expected_updates(family, k, alpha)
-pred = taylor.predicted_updates(taylor.avg_grad(family), taylor.avg_grad_inner(family), k, alpha)
+avg_grad = taylor.avg_grad(family)
+avg_grad_inner = taylor.avg_grad_inner(family)
+pred = taylor.predicted_updates(avg_grad, avg_grad_inner, k, alpha)
 for name in taylor.ALGORITHMS:
     rel = float((exp_g[name] - pred[name]).norm() / exp_g[name].norm())
     print(f"{name:8s} |E[g] - formula| / |E[g]| = {rel:.1e}")

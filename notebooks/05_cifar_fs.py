@@ -160,8 +160,10 @@ else:
 # Ravi's CSV lists, or the `mini-imagenet-cache-*.pkl` files; see `reptile_lib.data.miniimagenet`):
 #
 # ```bash
-# reptile data check --data-root /path/to/datasets          # finds miniimagenet/ and counts 64/16/20 classes
-# reptile train --config miniimagenet_5way --seeds 0 1 2 --device cuda --data-root /path/to/datasets
+# # finds miniimagenet/ and counts its 64/16/20 classes:
+# reptile data check --data-root /path/to/datasets
+# reptile train --config miniimagenet_5way --seeds 0 1 2 --device cuda \
+#     --data-root /path/to/datasets
 # ```
 #
 # It writes `results/miniimagenet_5way.json` and checkpoints as it goes (`--max-minutes` stops it in

@@ -240,3 +240,14 @@ def test_mathjax_ships_with_the_pinned_package():
 def test_executed_notebooks_are_not_git_ignored():
     probe = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "book/executed/04_omniglot.ipynb"])
     assert probe.returncode == 1, "book/executed/ must be committed, not git-ignored"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_code_shown_on_the_page_fits_the_column(source):
+    """Code a reader can see (not tagged remove-input / remove-cell) fits the text column unclipped."""
+    for cell in _cells(source):
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type != "code" or tags & {"remove-input", "remove-cell", "parameters"}:
+            continue
+        long = [line for line in cell.source.splitlines() if len(line) > 78]
+        assert not long, f"code lines wider than the column (78 characters): {long}"
