@@ -837,17 +837,20 @@ def html_table(rows: Sequence[Mapping[str, Any]] | Any, columns: Mapping[str, st
 
 def run_state(name: str, doc: Mapping[str, Any] | None = None, queue: Sequence[Mapping[str, Any]] | None = None) -> str:
     """Where the paper-scale run of results file ``name`` stands, in words, for a chapter:
-    'finished: ...' / 'not finished yet (queue: seed 0 training: 12,000 of 100,000; ...)' / 'not run (...)'."""
+    'finished (...)' / 'not finished yet (queue: seed 0 training: 12,000 of 100,000; ...)' / 'not started (...)'."""
     if queue is None:
         from .reproduce import load_plan, status_rows
 
         queue = status_rows(load_plan())
-    scale = _scale(name, doc, queue)
     if doc is not None and doc["provenance"].get("finished", False):
-        return f"finished ({scale} scale)"
+        seeds = list(doc["provenance"].get("seeds", []))
+        planned = list(doc["provenance"].get("seeds_planned", seeds))
+        more = _queue_text(name, queue, seeds)
+        done = f"{len(seeds)} of {len(planned)} seeds" if len(planned) > len(seeds) else f"{len(seeds)} seed(s)"
+        return f"finished ({done}" + (f"; {more})" if more else ")")
     more = _queue_text(name, queue)
     if doc is None and more:
         return f"not finished yet ({more})"
     if doc is not None:
         return f"not finished yet ({progress_text(doc)})"
-    return "not run (not in the queue of paper-scale runs)"
+    return "not started (not in the queue of paper-scale runs)"

@@ -251,3 +251,25 @@ def test_code_shown_on_the_page_fits_the_column(source):
             continue
         long = [line for line in cell.source.splitlines() if len(line) > 78]
         assert not long, f"code lines wider than the column (78 characters): {long}"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_executed_chapter_opens_with_its_claim_box_and_hides_the_parameters(source):
+    """The page starts with the claim box (before any section), ends with what to take away, and
+    neither the parameters nor papermill's injected values are on it."""
+    nb = _executed(source)
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags):
+            assert "remove-cell" in tags, "tools/build_book.py takes the parameters off the page"
+    first_box = first_section = None
+    for i, cell in enumerate(nb["cells"]):
+        text = "".join(cell["source"]) if cell["cell_type"] == "markdown" else "".join(
+            "".join(o.get("data", {}).get("text/markdown", "")) for o in cell.get("outputs", []))
+        if first_box is None and ":::{admonition} The paper's claim" in text:
+            first_box = i
+        if first_section is None and cell["cell_type"] == "markdown" and "\n## " in "\n" + text:
+            first_section = i
+    assert first_box is not None and (first_section is None or first_box < first_section)
+    last_md = [c for c in nb["cells"] if c["cell_type"] == "markdown"][-1]
+    assert "## What to take away" in "".join(last_md["source"])

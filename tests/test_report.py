@@ -295,12 +295,16 @@ def test_scoreboard_markdown_links_chapters_and_has_no_gaps(tmp_path):
 def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
     assert report.run_state("omniglot_5way", None, QUEUE) == \
         "not finished yet (queue: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending)"
-    assert report.run_state("omniglot_20way", None, QUEUE).startswith("not run")
+    assert report.run_state("omniglot_20way", None, QUEUE).startswith("not started")
     box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
     assert box.startswith(":::{admonition}") and box.rstrip().endswith(":::")
     assert "Verdict: not finished yet" in box and "95.39 ± 0.09" in box
     _write_omniglot(tmp_path)
     box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
     assert "Verdict: within" in box
+    from reptile_lib.results import load_results
+
+    done = load_results(tmp_path / "omniglot_5way.json")
+    assert report.run_state("omniglot_5way", done, QUEUE[1:]) == "finished (1 of 3 seeds; queue: seeds 1, 2 pending)"
     with pytest.raises(ValueError, match="no scoreboard row"):
         report.claim_box("99_nothing", [])

@@ -166,7 +166,8 @@ PAGE_STATE_JS = r"""
   imgs.forEach(i => { i.loading = 'eager'; });
   await Promise.all(imgs.map(i => i.decode().catch(() => null)));
   const math = Array.from(document.querySelectorAll('.math'));
-  document.querySelectorAll('details').forEach(d => { d.open = true; });  // measure collapsed boxes too
+  const closed = Array.from(document.querySelectorAll('details')).filter(d => !d.open);
+  closed.forEach(d => { d.open = true; });  // measure collapsed boxes too
   await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   const clipped = Array.from(document.querySelectorAll('main pre, article pre'))
     .filter(p => p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 1)
@@ -177,6 +178,7 @@ PAGE_STATE_JS = r"""
     return {src: i.currentSrc || i.src, natural: i.naturalWidth, shown: i.getBoundingClientRect().width, container: box};
   });
   const links = Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'));
+  closed.forEach(d => { d.open = false; });  // the screenshot shows the page as a reader meets it
   return {
     clipped: clipped,
     figures: figures,
