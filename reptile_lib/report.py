@@ -795,8 +795,9 @@ def claim_box(chapter: str, rows: Sequence[Mapping[str, Any]] | None = None, not
         if r["Ours"] == "—":
             groups.setdefault((r["Scale"], r["Verdict"]), []).append(r)
             continue
-        lines.append(f"- **{r['Claim']}.** Paper: {r['Paper']}. Ours: {r['Ours']} ({r['Scale']} run, "
-                     f"{r['Device']}). **Verdict: {r['Verdict']}.**")
+        scale = "paper scale" + r["Scale"][len("paper"):] if r["Scale"].startswith("paper") else r["Scale"]
+        lines.append(f"- **{r['Claim']}.** Paper: {r['Paper']}. Ours: {r['Ours']}; {scale}, on {r['Device']}. "
+                     f"**Verdict: {r['Verdict']}.**")
     for (scale, v), group in groups.items():
         head = group[0]["Claim"].split(": ", 1)[0] if len(group) > 1 else ""
         same = len({r["Paper"] for r in group}) == 1
