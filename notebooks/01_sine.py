@@ -13,15 +13,6 @@
 
 # %% [markdown]
 # # Figure 1: sine-wave regression
-#
-# The paper opens with a toy problem. Each task is a sine wave $f(x) = a\sin(x + b)$ with
-# amplitude $a \sim U[0.1, 5]$ and phase $b \sim U[0, 2\pi]$, observed at inputs
-# $x \sim U[-5, 5]$. A network meta-trained on many such tasks should, from only **10 points** of
-# a new one and **32 gradient steps**, recover the whole curve on $[-5, 5]$; a randomly
-# initialised network cannot, because 10 points do not pin down a curve it knows nothing about.
-# Figure 1 shows this for MAML and Reptile. We rerun it at the scale of the authors' own code and
-# add what the figure does not show: the loss against the number of adaptation steps, averaged
-# over 10,000 new tasks, with confidence bands.
 
 # %% tags=["parameters"]
 profile = "paper"
@@ -29,15 +20,18 @@ device = "cpu"
 seed = 0
 retrain = False
 
-# %%
+# %% tags=["remove-input"]
 import dataclasses
 
-import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
-from reptile_lib import sine
+from reptile_lib import book, report, sine
 from reptile_lib.book import load_if_matching, provenance_line, results_dir, results_path
 from reptile_lib.plots import sine as plots
+from reptile_lib.plots.style import use_book_style
+
+use_book_style()
 
 torch.set_num_threads(1)  # these networks are tiny: one thread runs them several times faster than two
 
@@ -51,7 +45,81 @@ if profile == "paper":
 else:  # a tiny run through the same code (a minute on a CPU): the numbers mean little
     experiment = dataclasses.replace(experiment, seeds=(seed,))
     doc = sine.run_experiment(experiment, "smoke", device, progress=None)
-print(provenance_line(doc))
+display(Markdown(report.claim_box("01_sine")))
+
+# %% [markdown]
+# The paper opens with a toy problem. Each task is a sine wave $f(x) = a\sin(x + b)$ with
+# amplitude $a \sim U[0.1, 5]$ and phase $b \sim U[0, 2\pi]$, observed at inputs
+# $x \sim U[-5, 5]$. A network meta-trained on many such tasks should, from only **10 points** of
+# a new one and **32 gradient steps**, recover the whole curve on $[-5, 5]$; a randomly
+# initialised network cannot, because 10 points do not pin down a curve it knows nothing about.
+# Figure 1 shows this for MAML and Reptile. We rerun it at the scale of the authors' own code and
+# add what the figure does not show: the loss against the number of adaptation steps, averaged
+# over 10,000 new tasks, with confidence bands.
+
+# %% [markdown]
+# ## The figure
+#
+# {numref}`fig-sine-examples` shows one new task, its 10 points, and the network's prediction
+# before adapting, after one step and after 32 steps, from each initialisation. The random
+# network barely moves from a flat line and then bends through the 10 points without finding the
+# curve; the meta-learned ones start near the average sine (close to zero everywhere) and find the
+# whole curve, including where there are no points.
+
+# %% tags=["remove-input"]
+cfg = doc["config"]
+acts = cfg["activations"]
+m = doc["metrics"]
+book.show_figure(plots.adaptation_examples(doc), "sine-examples",
+                 f"One new task, its 10 points (crosses) and the prediction before adapting (dashed), after one step "
+                 f"and after 32 steps, from each initialisation ({acts[0]} network). *{provenance_line(doc)}.*")
+
+# %% [markdown]
+# ## Loss against adaptation step, over many new tasks
+#
+# A single task can be lucky. {numref}`fig-sine-loss` averages the grid MSE after $n$ SGD steps
+# on each new task's 10 points over all the new tasks; the band is the 95% confidence interval of
+# that mean ($1.96$ standard errors over tasks). The tasks and their points are the same for the
+# three initialisations.
+
+# %% tags=["remove-input"]
+book.show_figure(plots.loss_curves(doc), "sine-loss",
+                 f"Grid MSE against the number of SGD steps on a new task's 10 points: mean over "
+                 f"{m['mse_after_32_steps_random']['n_tasks']:,} new tasks with its 95% band, for each initialisation "
+                 f"and activation.")
+
+# %% tags=["remove-input", "nbval-check-output"]
+rows = []
+for act in acts:
+    suffix = "" if act == acts[0] else f"_{act}"
+    for init in sine.INITS:
+        cells = {s: m[f"mse_after_{s}_steps_{init}{suffix}"] for s in (0, 1, 32)}
+        ratio = m[f"mse_after_32_steps_random{suffix}"]["mean"] / cells[32]["mean"]
+        rows.append({"Activation": act, "Initialisation": plots.LABELS[init],
+                     **{f"{s} step{'s' if s != 1 else ''}": f"{c['mean']:.3f} ± {c['ci95']:.3f}" for s, c in cells.items()},
+                     "Random / this, after 32 steps": "—" if init == "random" else
+                     f"{ratio:.1f} ({'at least' if ratio >= 10 else 'less than'} 10× lower)"})
+report.html_table(rows)
+
+# %% [markdown]
+# Grid MSE, mean ± 95% interval over the new tasks, after 0, 1 and 32 adaptation steps.
+#
+# ## Meta-training
+#
+# {numref}`fig-sine-training` follows the held-out MSE after 32 adaptation steps (100 held-out
+# tasks, every 1,000 meta-iterations) while meta-training; the table gives what each run cost on
+# this machine's CPU.
+
+# %% tags=["remove-input"]
+book.show_figure(plots.learning_curves(doc), "sine-training",
+                 "Held-out MSE after 32 adaptation steps (100 held-out tasks) during meta-training, every run.")
+
+# %% tags=["remove-input", "nbval-check-output"]
+report.html_table([{"Run": run, "Iterations": f"{doc['extra']['learning_curves'][run]['iteration'][-1]:,}",
+                    "Minutes": f"{seconds / 60:.1f}",
+                    "Final held-out MSE after 32 steps":
+                        f"{doc['extra']['learning_curves'][run]['val_mse_after_adaptation'][-1]:.3f}"}
+                   for run, seconds in doc["extra"]["train_wall_time_s"].items()])
 
 # %% [markdown]
 # ## What we ran, and why
@@ -83,80 +151,16 @@ print(provenance_line(doc))
 #   error on 50 evenly spaced points of $[-5, 5]$, the demo's `np.linspace(-5, 5, 50)` (checked in
 #   its code, as `paper.md` asked). The demo picks its 10 points from that grid; we draw them.
 
-# %% tags=["nbval-check-output"]
-cfg = doc["config"]
+# %% tags=["remove-input", "nbval-check-output"]
 fields = ["train_shots", "query_shots", "inner_batch", "inner_iters", "learning_rate", "meta_step",
           "meta_step_final", "meta_batch", "meta_iters"]
-print(f"{'flag':16s}{'Reptile':>12s}{'MAML':>12s}")
-for f in fields:
-    print(f"{f:16s}{cfg['reptile'][f]!s:>12s}{cfg['maml'][f]!s:>12s}")
-print(f"network 1-{'-'.join(map(str, cfg['reptile']['hidden']))}-1, activations {cfg['activations']} "
-      f"(main: {cfg['activations'][0]}), training seeds {cfg['seeds']}")
-print(f"adaptation: {cfg['eval_shots']} points, {cfg['eval_iters']} SGD steps of lr {cfg['eval_learning_rate']}; "
-      f"loss on a {cfg['grid_points']}-point grid; {cfg['eval_tasks']:,} new tasks per seed")
-
-# %% [markdown]
-# ## The figure
-#
-# One new task, its 10 points (crosses), and the network's prediction before adapting (dashed),
-# after one step and after 32 steps, from each initialisation. The random network barely moves
-# from a flat line and then bends through the 10 points without finding the curve; the
-# meta-learned ones start near the average sine (close to zero everywhere) and find the whole
-# curve, including where there are no points.
-
-# %%
-fig = plots.adaptation_examples(doc)
-plt.show()
-
-# %% [markdown]
-# The tanh variant (the demo's network):
-
-# %%
-if "tanh" in doc["extra"]["example"]:
-    fig = plots.adaptation_examples(doc, "tanh")
-    plt.show()
-
-# %% [markdown]
-# ## Loss against adaptation step, over many new tasks
-#
-# Each curve is the mean over the new tasks of the grid MSE after $n$ SGD steps on the task's
-# 10 points; the band is the 95% confidence interval of that mean ($1.96$ standard errors over
-# tasks). The tasks and their points are the same for the three initialisations.
-
-# %%
-fig = plots.loss_curves(doc)
-plt.show()
-
-# %% tags=["nbval-check-output"]
-m = doc["metrics"]
-acts = cfg["activations"]
-print(f"MSE on the grid, mean ± 95% CI over {m['mse_after_32_steps_random']['n_tasks']:,} new tasks")
-for act in acts:
-    suffix = "" if act == acts[0] else f"_{act}"
-    print(f"\n{act}:  {'init':10s}{'0 steps':>18s}{'1 step':>18s}{'32 steps':>18s}")
-    for init in sine.INITS:
-        cells = [m[f"mse_after_{s}_steps_{init}{suffix}"] for s in (0, 1, 32)]
-        print(f"{'':7s}{init:10s}" + "".join(f"{c['mean']:>10.3f} ± {c['ci95']:.3f}" for c in cells))
-    for init in ("reptile", "maml"):
-        ratio = m[f"mse_after_32_steps_random{suffix}"]["mean"] / m[f"mse_after_32_steps_{init}{suffix}"]["mean"]
-        verdict = "at least 10x lower" if ratio >= 10 else "LESS than 10x lower"
-        print(f"{'':7s}after 32 steps, random / {init} = {ratio:.1f} ({verdict})")
-
-# %% [markdown]
-# ## Meta-training
-#
-# The held-out MSE after 32 adaptation steps (100 held-out tasks, every 1,000 meta-iterations)
-# while meta-training, and what each run cost on this machine's CPU:
-
-# %%
-fig = plots.learning_curves(doc)
-plt.show()
-
-# %% tags=["nbval-check-output"]
-for run, seconds in doc["extra"]["train_wall_time_s"].items():
-    h = doc["extra"]["learning_curves"][run]
-    print(f"{run:22s} {h['iteration'][-1]:>7,} iterations  {seconds / 60:6.1f} min  "
-          f"final held-out MSE after 32 steps {h['val_mse_after_adaptation'][-1]:.3f}")
+display(report.html_table([{"Setting": f, "Reptile": str(cfg["reptile"][f]), "MAML": str(cfg["maml"][f])}
+                           for f in fields]))
+display(Markdown(
+    f"Network 1-{'-'.join(map(str, cfg['reptile']['hidden']))}-1, activations {', '.join(acts)} (main: {acts[0]}), "
+    f"training seeds {', '.join(map(str, cfg['seeds']))}. Adaptation: {cfg['eval_shots']} points, {cfg['eval_iters']} "
+    f"SGD steps of lr {cfg['eval_learning_rate']}; loss on a {cfg['grid_points']}-point grid; "
+    f"{cfg['eval_tasks']:,} new tasks per seed."))
 
 # %% [markdown]
 # ## Redrawing from the committed weights
@@ -164,32 +168,38 @@ for run, seconds in doc["extra"]["train_wall_time_s"].items():
 # The trained initialisations are committed next to the results (`results/weights/sine_*.pt`, a
 # few kB each), so the figure can be redrawn, or a new task tried, without retraining:
 
-# %%
+# %% tags=["hide-input"]
 if profile == "paper":
-    weights = {name: sine.load_weights(sine.weights_path(results_dir() / "weights", name, acts[0], cfg["seeds"][0]))
-               for name in sine.INITS}
+    folder = results_dir() / "weights"
+    weights = {}
+    for name in sine.INITS:
+        path = sine.weights_path(folder, name, acts[0], cfg["seeds"][0])
+        weights[name] = sine.load_weights(path)
     again = sine.example_figure_data(experiment, weights, acts[0])
+    again = again["predictions"]
     stored = doc["extra"]["example"][acts[0]]["predictions"]
-    worst = max(float((torch.tensor(again["predictions"][n][s]) - torch.tensor(stored[n][s])).abs().max())
-                for n in stored for s in stored[n])
-    print(f"recomputed from the weights; largest difference from the stored curves: {worst:.1e}")
+    diffs = [torch.tensor(again[n][s]) - torch.tensor(stored[n][s])
+             for n in stored for s in stored[n]]
+    worst = max(float(d.abs().max()) for d in diffs)
+    print("largest difference, recomputed against stored:", f"{worst:.1e}")
 else:
-    print("smoke profile: nothing is written, so there are no weights to reload")
+    print("smoke profile: no weights were written to reload")
 
 # %% [markdown]
 # ## How this compares
 #
-# The paper's Figure 1 shows single tasks and gives no numbers; Finn et al. (2017) plot the MSE
-# of their MAML against the number of gradient steps for 5, 10 and 20 points, but report no table
-# we could find, with a different network, phase range and step size. We found no published
-# table for this exact protocol (10 points, 32 steps, ReLU 1-64-64-1), so the numbers above stand
-# on their own; the learning curves and the 95% intervals say how far to trust them.
+# The paper's Figure 1 shows single tasks and gives no numbers; Finn et al.
+# {cite:p}`finn2017maml` plot the MSE of their MAML against the number of gradient steps for 5,
+# 10 and 20 points, but report no table we could find, with a different network, phase range and
+# step size. We found no published table for this exact protocol (10 points, 32 steps, ReLU
+# 1-64-64-1), so the numbers above stand on their own; the learning curves and the 95% intervals
+# say how far to trust them.
 #
-# What the figure claims does reproduce, with one qualification (the numbers are in the table above):
+# ## What to take away
 #
 # - With the paper's activation (ReLU), after 32 steps on 10 points both meta-learned
 #   initialisations fit new sine waves far better than the random one: more than ten times lower
-#   MSE for Reptile and for MAML.
+#   MSE for Reptile and for MAML (the table above). Figure 1's claim reproduces.
 # - The two meta-learners are **not** equally good here: MAML's initialisation ends several times
 #   lower than Reptile's. The runs are not matched in data: Reptile (the authors' demo) sees one
 #   task per iteration for 30,000 iterations, MAML (Finn et al.'s setup) 25 tasks per iteration for

@@ -13,14 +13,6 @@
 
 # %% [markdown]
 # # Section 5: what the three updates do, to second order
-#
-# Section 5 of the paper expands the MAML, first-order MAML (FOMAML) and Reptile updates in a
-# Taylor series in the inner step size $\alpha$. Two terms come out: **AvgGrad**, which lowers the
-# expected loss (joint training), and **AvgGradInner**, which raises the inner product between
-# the gradients of *different* mini-batches of the *same* task, that is, it makes one task's
-# mini-batches agree. All three algorithms hold both terms and differ only in their weights. This
-# chapter derives the expansion, then checks it numerically: the expectations are computed
-# exactly (no sampling), on a model whose third derivatives are non-zero, in float64.
 
 # %% tags=["parameters"]
 profile = "paper"
@@ -28,15 +20,18 @@ device = "cpu"
 seed = 0
 retrain = False
 
-# %%
+# %% tags=["remove-input"]
 import dataclasses
 
-import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
-from reptile_lib import taylor
+from reptile_lib import book, report, taylor
 from reptile_lib.book import load_if_matching, provenance_line, results_path
 from reptile_lib.plots import taylor as plots
+from reptile_lib.plots.style import use_book_style
+
+use_book_style()
 
 config = taylor.get_config(profile)
 if profile == "paper":
@@ -45,22 +40,34 @@ if profile == "paper":
         doc = taylor.run_experiment(config, "paper", out=results_path("taylor"))
 else:
     doc = taylor.run_experiment(dataclasses.replace(config, seed=seed), "smoke")
-print(provenance_line(doc))
+display(Markdown(report.claim_box("02_taylor")))
 
+# %% [markdown]
+# Section 5 of the paper expands the MAML, first-order MAML (FOMAML) and Reptile updates in a
+# Taylor series in the inner step size $\alpha$. Two terms come out: **AvgGrad**, which lowers the
+# expected loss (joint training), and **AvgGradInner**, which raises the inner product between
+# the gradients of *different* mini-batches of the *same* task, that is, it makes one task's
+# mini-batches agree. All three algorithms hold both terms and differ only in their weights. This
+# chapter derives the expansion, then checks it numerically: the expectations are computed
+# exactly (no sampling), on a model whose third derivatives are non-zero, in float64.
 # %% [markdown]
 # ## The expansion
 #
 # Take $k$ inner SGD steps of size $\alpha$ on mini-batches $1, \dots, k$ of one task, starting at
 # $\phi_1 = \phi$:
 #
-# $$\phi_{i+1} = \phi_i - \alpha g_i, \qquad g_i = L_i'(\phi_i).$$
+# $$\phi_{i+1} = \phi_i - \alpha g_i, \qquad g_i = L_i'(\phi_i).$$ (eq-inner)
 #
 # Write $\bar g_i = L_i'(\phi_1)$ and $\bar H_i = L_i''(\phi_1)$ for the gradient and Hessian of
 # mini-batch $i$ at the *initial* point. Since $\phi_i - \phi_1 = -\alpha\sum_{j<i} g_j = O(\alpha)$,
 # a first-order expansion of $L_i'$ around $\phi_1$ gives
 #
-# $$g_i = \bar g_i + \bar H_i(\phi_i - \phi_1) + O(\alpha^2)
-#       = \bar g_i - \alpha \bar H_i \sum_{j<i} \bar g_j + O(\alpha^2).$$
+# $$
+# \begin{aligned}
+# g_i &= \bar g_i + \bar H_i(\phi_i - \phi_1) + O(\alpha^2) \\
+#     &= \bar g_i - \alpha \bar H_i \textstyle\sum_{j<i} \bar g_j + O(\alpha^2).
+# \end{aligned}
+# $$ (eq-gi)
 #
 # **The three updates.** With the parameter change written as $-\alpha g$ (one inner step's
 # scale):
@@ -71,9 +78,15 @@ print(provenance_line(doc))
 #   $g_{\text{MAML}} = \frac{\partial}{\partial \phi_1} L_k(\phi_k)$. Because
 #   $\partial\phi_{i+1}/\partial\phi_i = I - \alpha L_i''(\phi_i)$,
 #
-# $$g_{\text{MAML}} = (I - \alpha L_1''(\phi_1)) \cdots (I - \alpha L_{k-1}''(\phi_{k-1}))\, g_k
-#   = g_k - \alpha \sum_{j<k} \bar H_j \bar g_k + O(\alpha^2)
-#   = \bar g_k - \alpha \bar H_k \sum_{j<k} \bar g_j - \alpha \sum_{j<k} \bar H_j \bar g_k + O(\alpha^2).$$
+# $$
+# \begin{aligned}
+# g_{\text{MAML}} &= (I - \alpha L_1''(\phi_1)) \cdots (I - \alpha L_{k-1}''(\phi_{k-1}))\, g_k \\
+#   &= g_k - \alpha \textstyle\sum_{j<k} \bar H_j \bar g_k + O(\alpha^2) \\
+#   &= \bar g_k - \alpha \bar H_k \textstyle\sum_{j<k} \bar g_j - \alpha \sum_{j<k} \bar H_j \bar g_k + O(\alpha^2),
+# \end{aligned}
+# $$ (eq-maml)
+#
+# using {eq}`eq-gi` for $g_k$.
 #
 # For $k = 2$: $g_{\text{MAML}} = \bar g_2 - \alpha\bar H_2\bar g_1 - \alpha\bar H_1\bar g_2$,
 # $g_{\text{FOMAML}} = \bar g_2 - \alpha\bar H_2\bar g_1$ and
@@ -82,20 +95,26 @@ print(provenance_line(doc))
 # **Expectations.** Draw the task, then its mini-batches independently. Every $\bar g_i$ has the
 # same mean, and for $i \neq j$ every $\bar H_i \bar g_j$ has the same mean, so define
 #
-# $$\text{AvgGrad} = \mathbb{E}[\bar g_1], \qquad
+# $$
+# \text{AvgGrad} = \mathbb{E}[\bar g_1], \qquad
 #   \text{AvgGradInner} = \mathbb{E}[\bar H_2 \bar g_1]
-#   = \tfrac{1}{2}\,\mathbb{E}\!\left[\frac{\partial}{\partial\phi_1}(\bar g_1 \cdot \bar g_2)\right],$$
+#   = \tfrac{1}{2}\,\mathbb{E}\!\left[\frac{\partial}{\partial\phi_1}(\bar g_1 \cdot \bar g_2)\right],
+# $$ (eq-avg)
 #
 # the last form because $\partial(\bar g_1\cdot\bar g_2)/\partial\phi_1 = \bar H_1 \bar g_2 + \bar H_2 \bar g_1$
 # and the two terms have the same expectation. Counting the pairs $j < i$:
 #
-# $$\mathbb{E}[g_{\text{MAML}}] = \text{AvgGrad} - 2(k-1)\,\alpha\,\text{AvgGradInner} + O(\alpha^2)$$
-# $$\mathbb{E}[g_{\text{FOMAML}}] = \text{AvgGrad} - (k-1)\,\alpha\,\text{AvgGradInner} + O(\alpha^2)$$
-# $$\mathbb{E}[g_{\text{Reptile}}] = k\,\text{AvgGrad} - \tfrac{1}{2}k(k-1)\,\alpha\,\text{AvgGradInner} + O(\alpha^2)$$
+# $$
+# \begin{aligned}
+# \mathbb{E}[g_{\text{MAML}}] &= \text{AvgGrad} - 2(k-1)\,\alpha\,\text{AvgGradInner} + O(\alpha^2) \\
+# \mathbb{E}[g_{\text{FOMAML}}] &= \text{AvgGrad} - (k-1)\,\alpha\,\text{AvgGradInner} + O(\alpha^2) \\
+# \mathbb{E}[g_{\text{Reptile}}] &= k\,\text{AvgGrad} - \tfrac{1}{2}k(k-1)\,\alpha\,\text{AvgGradInner} + O(\alpha^2)
+# \end{aligned}
+# $$ (eq-expansion)
 #
 # (Reptile: $\sum_{i=1}^k (i-1) = k(k-1)/2$ pairs; MAML: $k-1$ pairs in each of its two sums.)
 #
-# **What AvgGradInner does.** The meta-step moves $\phi$ along $-g$, so the term
+# **What AvgGradInner does.** {eq}`eq-expansion` is the paper's result. The meta-step moves $\phi$ along $-g$, so the term
 # $-c\,\alpha\,\text{AvgGradInner}$ of $g$ moves $\phi$ along $+\text{AvgGradInner}$, half the
 # gradient of $\mathbb{E}[\bar g_1\cdot\bar g_2]$: gradient *ascent* on the inner product of two
 # different mini-batches' gradients of the same task. The step that lowers one mini-batch's loss
@@ -124,17 +143,19 @@ print(provenance_line(doc))
 # because the draws are independent, and cross-checked against
 # $\tfrac12\nabla\,\mathbb{E}[\bar g_1\cdot\bar g_2]$ by central finite differences.
 
-# %% tags=["nbval-check-output"]
+# %% tags=["remove-input", "nbval-check-output"]
 c = doc["config"]
 e = doc["extra"]
-print(f"family: {c['n_tasks']} sine tasks x {c['n_batches']} mini-batches of {c['batch_size']} points; "
-      f"network 1-{'-'.join(map(str, c['hidden']))}-1 {c['activation']}, {e['n_params']} parameters, float64")
-print(f"k = {', '.join(map(str, c['ks']))}; alpha = {c['alphas'][0]:g} ... {c['alphas'][-1]:g} "
-      f"({len(c['alphas'])} values, log-spaced)")
-print(f"|AvgGrad| = {e['expansion']['norm_avg_grad']:.4f}, |AvgGradInner| = {e['expansion']['norm_avg_grad_inner']:.4f}")
 rel = doc["metrics"]["avg_grad_inner_fd_relative_error"]["mean"]
-print(f"AvgGradInner by HVP vs finite differences (h = {c['fd_step']:g}): relative difference "
-      f"{rel:.1e} ({'agree' if rel < 1e-6 else 'DISAGREE'})")
+report.html_table([
+    {"": "task family", "value": f"{c['n_tasks']} sine tasks × {c['n_batches']} mini-batches of {c['batch_size']} points"},
+    {"": "network", "value": f"1-{'-'.join(map(str, c['hidden']))}-1 {c['activation']}, {e['n_params']} parameters, float64"},
+    {"": "k", "value": ", ".join(map(str, c["ks"]))},
+    {"": "α", "value": f"{c['alphas'][0]:g} … {c['alphas'][-1]:g} ({len(c['alphas'])} values, log-spaced)"},
+    {"": "|AvgGrad|, |AvgGradInner|", "value": f"{e['expansion']['norm_avg_grad']:.4f}, {e['expansion']['norm_avg_grad_inner']:.4f}"},
+    {"": "AvgGradInner: HVP vs finite differences", "value": f"relative difference {rel:.1e} (h = {c['fd_step']:g}): "
+                                                          f"{'agree' if rel < 1e-6 else 'DISAGREE'}"}],
+    {"": "Setting", "value": "Value"})
 
 # %% [markdown]
 # The same computation, live, for one $k$ and one $\alpha$ (a second on a CPU):
@@ -143,7 +164,9 @@ print(f"AvgGradInner by HVP vs finite differences (h = {c['fd_step']:g}): relati
 family = taylor.family_of(config)
 k, alpha = 3, 1e-3
 exp_g = taylor.expected_updates(family, k, alpha)
-pred = taylor.predicted_updates(taylor.avg_grad(family), taylor.avg_grad_inner(family), k, alpha)
+avg_grad = taylor.avg_grad(family)
+avg_grad_inner = taylor.avg_grad_inner(family)
+pred = taylor.predicted_updates(avg_grad, avg_grad_inner, k, alpha)
 for name in taylor.ALGORITHMS:
     rel = float((exp_g[name] - pred[name]).norm() / exp_g[name].norm())
     print(f"{name:8s} |E[g] - formula| / |E[g]| = {rel:.1e}")
@@ -156,25 +179,23 @@ for name in taylor.ALGORITHMS:
 # the slope is 3 (solid). Dropping the AvgGradInner term leaves an error of order $\alpha^2$
 # (dashed, slope 2): the second term is exactly what the expansion claims.
 
-# %%
-fig = plots.step_errors(doc)
-plt.show()
+# %% tags=["remove-input"]
+book.show_figure(plots.step_errors(doc), "taylor-errors",
+                 "Error of the expansion's parameter step against the inner step size α, log-log, per algorithm "
+                 "and k: with both terms of {eq}`eq-expansion` (solid) and without AvgGradInner (dashed); the "
+                 "dotted guide has slope 3.")
 
-# %% tags=["nbval-check-output"]
-print("fitted slope of log |alpha (E[g] - formula)| against log alpha (95% CI of the fit)")
-print(f"{'':10s}" + "".join(f"{'k=' + str(k):>22s}" for k in c["ks"]))
-for alg in taylor.ALGORITHMS:
-    row = "".join(f"{doc['metrics'][f'step_error_slope_{alg}_k{k}']['mean']:>13.3f} "
-                  f"± {doc['metrics'][f'step_error_slope_{alg}_k{k}']['ci95']:.3f}" for k in c["ks"])
-    print(f"{alg:10s}{row}")
-print("without the AvgGradInner term:")
-for alg in taylor.ALGORITHMS:
-    row = "".join(f"{doc['metrics'][f'step_error_slope_zeroth_{alg}_k{k}']['mean']:>13.3f} "
-                  f"± {doc['metrics'][f'step_error_slope_zeroth_{alg}_k{k}']['ci95']:.3f}" for k in c["ks"])
-    print(f"{alg:10s}{row}")
+# %% tags=["remove-input", "nbval-check-output"]
+mt = doc["metrics"]
+report.html_table([{"Algorithm": plots.NAMES[alg], "Formula": label,
+                    **{f"k = {k}": f"{mt[f'step_error_slope_{z}{alg}_k{k}']['mean']:.3f} ± "
+                                   f"{mt[f'step_error_slope_{z}{alg}_k{k}']['ci95']:.3f}" for k in c["ks"]}}
+                   for z, label in (("", "both terms (expected slope 3)"), ("zeroth_", "without AvgGradInner (expected 2)"))
+                   for alg in taylor.ALGORITHMS])
 
 # %% [markdown]
-# The slopes are close to 3 for all three algorithms and every $k$; they drift slightly below 3
+# Fitted slopes of $\log\|\alpha(\mathbb{E}[g] - \text{formula})\|$ against $\log\alpha$, with the fit's 95%
+# interval. The slopes are close to 3 for all three algorithms and every $k$; they drift slightly below 3
 # for MAML at $k = 4$, whose remainder is the largest, because at the largest $\alpha$ the next
 # order begins to show.
 #
@@ -184,11 +205,11 @@ for alg in taylor.ALGORITHMS:
 # is one SGD step of size $\epsilon\alpha$ on the mean loss, exactly, for any $\alpha$ (not only
 # to leading order):
 
-# %% tags=["nbval-check-output"]
+# %% tags=["remove-input", "nbval-check-output"]
 k1 = doc["extra"]["k1_identity"]
-print(f"alphas {k1['alphas']}, eps {k1['eps']}: max |Reptile step - SGD step on the mean loss| = "
-      f"{k1['max_abs_diff_step']:.0e}; max |E[g] - AvgGrad| (all three algorithms) = "
-      f"{k1['max_abs_diff_update']:.0e}  (|AvgGrad| = {k1['norm_avg_grad']:.3f})")
+display(Markdown(f"For α in {k1['alphas']} and ε = {k1['eps']}: the largest difference between Reptile's step and the "
+                 f"SGD step on the mean loss is {k1['max_abs_diff_step']:.0e}; the largest |E[g] − AvgGrad| over the "
+                 f"three algorithms is {k1['max_abs_diff_update']:.0e} (|AvgGrad| = {k1['norm_avg_grad']:.3f})."))
 
 # %% [markdown]
 # ## Following AvgGradInner aligns the mini-batches of a task
@@ -200,20 +221,19 @@ print(f"alphas {k1['alphas']}, eps {k1['eps']}: max |Reptile step - SGD step on 
 # inner product $\bar g_i\cdot\bar g_j$ and the mean cosine between different mini-batches'
 # gradients, on the tasks used and on as many held-out tasks.
 
-# %%
-fig = plots.alignment(doc)
-plt.show()
+# %% tags=["remove-input"]
+book.show_figure(plots.alignment(doc), "taylor-alignment",
+                 f"Mean inner product and cosine between different mini-batches' gradients, and the mean loss, while "
+                 f"taking {c['ip_steps']} normalised steps of length {c['ip_step_size']} along each direction "
+                 f"({c['ip_tasks']} tasks × {c['ip_batches']} mini-batches of {c['ip_batch_size']}).")
 
-# %% tags=["nbval-check-output"]
+# %% tags=["remove-input", "nbval-check-output"]
 al = doc["extra"]["alignment"]
-print(f"{c['ip_tasks']} tasks x {c['ip_batches']} mini-batches of {c['ip_batch_size']}; "
-      f"{c['ip_steps']} steps of length {c['ip_step_size']}")
-print(f"{'direction':15s}{'inner product':>22s}{'held-out':>22s}{'cosine':>18s}{'held-out cos':>18s}{'loss':>16s}")
-for name, rows in al.items():
-    cells = [f"{rows[q][0]:.2f} -> {rows[q][-1]:.2f}" for q in ("inner_product", "inner_product_held_out")]
-    cells += [f"{rows[q][0]:.3f} -> {rows[q][-1]:.3f}" for q in ("cosine", "cosine_held_out")]
-    cells.append(f"{rows['loss'][0]:.3f} -> {rows['loss'][-1]:.3f}")
-    print(f"{name:15s}{cells[0]:>22s}{cells[1]:>22s}{cells[2]:>18s}{cells[3]:>18s}{cells[4]:>16s}")
+report.html_table([{"Direction": name,
+                    **{label: f"{rows[q][0]:.{d}f} → {rows[q][-1]:.{d}f}" for label, q, d in (
+                        ("Inner product", "inner_product", 2), ("Held-out inner product", "inner_product_held_out", 2),
+                        ("Cosine", "cosine", 3), ("Held-out cosine", "cosine_held_out", 3), ("Loss", "loss", 3))}}
+                   for name, rows in al.items()])
 
 # %% [markdown]
 # Moving along AvgGradInner raises the inner product of different mini-batches' gradients many
@@ -221,6 +241,14 @@ for name, rows in al.items():
 # gradients do not merely grow longer: they point more the same way. On its own the direction
 # raises the loss; in the meta-updates it always comes with AvgGrad, which lowers it. A descent
 # step on the loss (AvgGrad) lowers the loss but not the agreement, and a random step changes
-# neither. This is the paper's reading of Section 5: all three algorithms combine joint training
+# neither.
+#
+# ## What to take away
+#
+# - The expansion {eq}`eq-expansion` holds: its error shrinks like $\alpha^3$ for MAML, FOMAML and
+#   Reptile at every $k$ checked, and like $\alpha^2$ once AvgGradInner is dropped, so that term is
+#   exactly what the expansion says it is.
+# - With $k = 1$ Reptile is joint training, exactly.
+# - This is the paper's reading of Section 5: all three algorithms combine joint training
 # (AvgGrad) with a push towards within-task generalisation (AvgGradInner), with weights
 # $2(k-1)\alpha$ (MAML), $(k-1)\alpha$ (FOMAML) and $\tfrac12 k(k-1)\alpha$ against $k$ (Reptile).

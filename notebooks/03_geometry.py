@@ -13,26 +13,6 @@
 
 # %% [markdown]
 # # Section 6: the geometric view
-#
-# Section 6 gives Reptile a second reading. Every task $\tau$ has a set $\mathcal{W}_\tau$ of
-# optimal weights. A good initialisation is one from which every task's set is close, so the
-# paper proposes the objective
-#
-# $$\min_\phi\; \mathbb{E}_\tau\!\left[\tfrac12 D(\phi, \mathcal{W}_\tau)^2\right],$$
-#
-# with $D(\phi, \mathcal{W}) = \min_{W\in\mathcal{W}}\|\phi - W\|$ the Euclidean distance. Where
-# the projection $P_{\mathcal{W}_\tau}(\phi)$ (the nearest point of $\mathcal{W}_\tau$) is unique,
-# $\nabla_\phi \tfrac12 D(\phi, \mathcal{W}_\tau)^2 = \phi - P_{\mathcal{W}_\tau}(\phi)$, so a
-# stochastic gradient step on one task is
-#
-# $$\phi \leftarrow \phi + \epsilon\,\big(P_{\mathcal{W}_\tau}(\phi) - \phi\big).$$
-#
-# Computing the projection means solving the task exactly. Reptile replaces it with $k$ SGD steps
-# on the task's loss, $U^k_\tau(\phi)$, which for large $k$ lands near a point of
-# $\mathcal{W}_\tau$, and takes the same step: $\phi \leftarrow \phi + \epsilon\,(U^k_\tau(\phi) - \phi)$.
-#
-# This chapter checks that reading on two families in the plane where $\mathcal{W}_\tau$, its
-# projection and the optimum are known exactly.
 
 # %% tags=["parameters"]
 profile = "paper"
@@ -40,15 +20,18 @@ device = "cpu"
 seed = 0
 retrain = False
 
-# %%
+# %% tags=["remove-input"]
 import dataclasses
 
-import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
-from reptile_lib import geometry
+from reptile_lib import book, geometry, report
 from reptile_lib.book import load_if_matching, provenance_line, results_path
 from reptile_lib.plots import geometry as plots
+from reptile_lib.plots.style import use_book_style
+
+use_book_style()
 
 torch.set_num_threads(1)  # two parameters: one thread is faster than two
 
@@ -59,8 +42,28 @@ if profile == "paper":
         doc = geometry.run_experiment(config, "paper", out=results_path("geometry"))
 else:
     doc = geometry.run_experiment(dataclasses.replace(config, seed=seed), "smoke")
-print(provenance_line(doc))
+display(Markdown(report.claim_box("03_geometry")))
 
+# %% [markdown]
+# Section 6 gives Reptile a second reading. Every task $\tau$ has a set $\mathcal{W}_\tau$ of
+# optimal weights. A good initialisation is one from which every task's set is close, so the
+# paper proposes the objective
+#
+# $$\min_\phi\; \mathbb{E}_\tau\!\left[\tfrac12 D(\phi, \mathcal{W}_\tau)^2\right],$$ (eq-distance)
+#
+# with $D(\phi, \mathcal{W}) = \min_{W\in\mathcal{W}}\|\phi - W\|$ the Euclidean distance. Where
+# the projection $P_{\mathcal{W}_\tau}(\phi)$ (the nearest point of $\mathcal{W}_\tau$) is unique,
+# $\nabla_\phi \tfrac12 D(\phi, \mathcal{W}_\tau)^2 = \phi - P_{\mathcal{W}_\tau}(\phi)$, so a
+# stochastic gradient step on one task is
+#
+# $$\phi \leftarrow \phi + \epsilon\,\big(P_{\mathcal{W}_\tau}(\phi) - \phi\big).$$ (eq-projection-step)
+#
+# Computing the projection means solving the task exactly. Reptile replaces it with $k$ SGD steps
+# on the task's loss, $U^k_\tau(\phi)$, which for large $k$ lands near a point of
+# $\mathcal{W}_\tau$, and takes the same step: $\phi \leftarrow \phi + \epsilon\,(U^k_\tau(\phi) - \phi)$.
+#
+# This chapter checks that reading on two families in the plane where $\mathcal{W}_\tau$, its
+# projection and the optimum are known exactly.
 # %% [markdown]
 # ## Two task families with exact solution sets
 #
@@ -69,7 +72,7 @@ print(provenance_line(doc))
 # $\mathcal{W}_\tau = \{w : a_\tau\cdot w = y_\tau\}$, $a_\tau = (x_\tau, 1)$, and
 #
 # $$P_{\mathcal{W}_\tau}(w) = w - \frac{a_\tau\cdot w - y_\tau}{|a_\tau|^2}\,a_\tau, \qquad
-#   \tfrac12 D(w, \mathcal{W}_\tau)^2 = \frac{(a_\tau\cdot w - y_\tau)^2}{2|a_\tau|^2}.$$
+#   \tfrac12 D(w, \mathcal{W}_\tau)^2 = \frac{(a_\tau\cdot w - y_\tau)^2}{2|a_\tau|^2}.$$ (eq-lines)
 #
 # The optimum is therefore a weighted least-squares fit with weights $1/|a_\tau|^2$. Everything
 # about Reptile is exact here too: the loss's gradient points along $a_\tau$, so SGD on it moves
@@ -77,7 +80,9 @@ print(provenance_line(doc))
 # $(1 - \alpha|a_\tau|^2)^k$:
 #
 # $$U^k_\tau(\phi) - \phi = c_\tau\,\big(P_{\mathcal{W}_\tau}(\phi) - \phi\big), \qquad
-#   c_\tau = 1 - (1 - \alpha |a_\tau|^2)^k .$$
+#   c_\tau = 1 - (1 - \alpha |a_\tau|^2)^k .$$ (eq-lines-reptile)
+#
+# Reptile's step is the projection step {eq}`eq-projection-step` scaled by $c_\tau$.
 #
 # Reptile's fixed point is then weighted least squares with weights $c_\tau/|a_\tau|^2$. For
 # $k = 1$, $c_\tau = \alpha|a_\tau|^2$ and the weights are equal: ordinary least squares, the
@@ -101,66 +106,79 @@ print(provenance_line(doc))
 #   annealed linearly from 0.5 to 0, 20 runs in parallel, for a few $k$;
 # - *exact projections*: the SGD step on the distance objective, in both modes.
 
-# %% tags=["nbval-check-output"]
+# %% tags=["remove-input", "nbval-check-output"]
 c = doc["config"]
-print(f"{c['n_lines']} lines, {c['n_circles']} circles; alpha = {c['learning_rate']}; "
-      f"deterministic ks {c['ks']}; stochastic ks {c['trajectory_ks']}, {c['n_runs']} runs x {c['meta_iters']} "
-      f"iterations, eps {c['meta_step']} -> {c['meta_step_final']}")
-for kind in geometry.FAMILIES:
-    fam = doc["extra"][kind]
-    opt = fam["optimum"]
-    print(f"{kind:8s} optimum ({opt[0]:.4f}, {opt[1]:.4f}), mean D^2/2 there {fam['objective_at_optimum']:.4f}, "
-          f"|E[phi - P(phi)]| there {fam['grad_norm_at_optimum']:.0e}")
 jt = doc["extra"]["lines"]["joint_training_optimum"]
-print(f"lines: joint-training optimum (least squares) ({jt[0]:.4f}, {jt[1]:.4f})")
+display(Markdown(f"{c['n_lines']} lines and {c['n_circles']} circles; α = {c['learning_rate']}; deterministic runs for "
+                 f"k = {', '.join(map(str, c['ks']))}; stochastic runs for k = {', '.join(map(str, c['trajectory_ks']))}, "
+                 f"{c['n_runs']} runs × {c['meta_iters']:,} iterations, ε {c['meta_step']} → {c['meta_step_final']}. "
+                 f"For the lines, the joint-training optimum (least squares) is ({jt[0]:.4f}, {jt[1]:.4f})."))
+report.html_table([{"Family": kind, "Optimum": f"({o[0]:.4f}, {o[1]:.4f})",
+                    "Mean D²/2 there": f"{doc['extra'][kind]['objective_at_optimum']:.4f}",
+                    "|E[φ − P(φ)]| there": f"{doc['extra'][kind]['grad_norm_at_optimum']:.0e}"}
+                   for kind in geometry.FAMILIES for o in [doc["extra"][kind]["optimum"]]])
 
 # %% [markdown]
 # ## Lines
 #
-# Left: the deterministic runs, which all head for the cluster of intersections. Middle: one
-# stochastic run per method, zig-zagging between the lines as each step pulls towards one task's
-# line. Right: a zoom on where they end, with the optimum's projections onto each line (dotted).
-# Reptile with $k = 1$ ends on the joint-training optimum; larger $k$ ends closer to the optimum
-# of the distance objective.
+# In {numref}`fig-geometry-lines`, the deterministic runs all head for the cluster of
+# intersections; one stochastic run per method zig-zags between the lines as each step pulls
+# towards one task's line; the zoom shows where they end, with the optimum's projections onto each
+# line (dotted). Reptile with $k = 1$ ends on the joint-training optimum; larger $k$ ends closer to
+# the optimum of the distance objective {eq}`eq-distance`.
 
-# %%
-fig = plots.trajectories(doc, "lines")
-plt.show()
+# %% tags=["remove-input"]
+book.show_figure(plots.trajectories(doc, "lines"), "geometry-lines",
+                 "Lines: solution sets $W_\\tau$ (grey), the runs of SGD with exact projections and of Reptile, "
+                 "deterministic and stochastic, and a zoom on their end points; dotted: the optimum's projections "
+                 "onto the lines.")
 
 # %% [markdown]
 # ## Circles
+#
+# {numref}`fig-geometry-circles` shows the same for the circles.
 
-# %%
-fig = plots.trajectories(doc, "circles")
-plt.show()
+# %% tags=["remove-input"]
+book.show_figure(plots.trajectories(doc, "circles"), "geometry-circles",
+                 "Circles: as the figure for the lines, with range measurements as tasks.")
 
 # %% [markdown]
 # ## Distance to the optimum against k
+#
+# {numref}`fig-geometry-distance` and the table below: how far each method's final point is from
+# the optimum.
 
-# %%
-fig = plots.distance_vs_k(doc)
-plt.show()
+# %% tags=["remove-input"]
+book.show_figure(plots.distance_vs_k(doc), "geometry-distance",
+                 "Distance of Reptile's fixed point to the optimum of {eq}`eq-distance` against the number of "
+                 "inner steps k (deterministic runs); dotted: SGD with exact projections.")
 
-# %% tags=["nbval-check-output"]
+# %% tags=["remove-input", "nbval-check-output"]
 m = doc["metrics"]
+rows = []
 for kind in geometry.FAMILIES:
     fam = doc["extra"][kind]
-    print(f"{kind}: distance of the final phi to argmin E[D^2/2]")
-    print(f"  exact projections, deterministic: {m[f'{kind}_distance_projection_full']['mean']:.1e} "
-          f"({fam['projection_full']['iterations']} iterations)")
+    rows.append({"Family": kind, "Method": "exact projections (deterministic)",
+                 "Distance to the optimum": f"{m[f'{kind}_distance_projection_full']['mean']:.1e}",
+                 "Iterations": f"{fam['projection_full']['iterations']:,}", "From the analytic fixed point": "—"})
     for k in c["ks"]:
         r = fam["reptile_full"][str(k)]
-        line = f"  Reptile k={k:<3d} deterministic: {r['distance']:.1e} ({r['iterations']} iterations)"
+        gap = "—"
         if "reptile_fixed_point_analytic" in fam:
             a = torch.tensor(fam["reptile_fixed_point_analytic"][str(k)], dtype=torch.float64)
-            line += f"; from the analytic fixed point {float((torch.tensor(r['final'], dtype=torch.float64) - a).norm()):.0e}"
-        print(line)
+            gap = f"{float((torch.tensor(r['final'], dtype=torch.float64) - a).norm()):.0e}"
+        rows.append({"Family": kind, "Method": f"Reptile, k = {k} (deterministic)",
+                     "Distance to the optimum": f"{r['distance']:.1e}", "Iterations": f"{r['iterations']:,}",
+                     "From the analytic fixed point": gap})
     for name, v in fam["stochastic"].items():
-        print(f"  stochastic {name:12s}: mean over runs {v['distance_mean']:.3f} ± {v['distance_ci95']:.3f}; "
-              f"the runs' mean end point {v['distance_of_mean_final']:.3f}")
+        rows.append({"Family": kind, "Method": f"{name.replace('_k', ', k = ')} (stochastic)",
+                     "Distance to the optimum": f"{v['distance_mean']:.3f} ± {v['distance_ci95']:.3f} "
+                                                f"(runs' mean end point: {v['distance_of_mean_final']:.3f})",
+                     "Iterations": f"{c['meta_iters']:,}", "From the analytic fixed point": "—"})
+report.html_table(rows)
 
 # %% [markdown]
-# ## What this shows
+# ## What to take away
 #
 # - SGD with exact projections reaches the optimum of $\mathbb{E}[\tfrac12 D^2]$ (to about
 #   $10^{-12}$ here), as the gradient formula says.

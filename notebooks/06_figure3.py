@@ -1,6 +1,27 @@
 # %% [markdown]
 # # Figure 3: which inner gradients to combine
-#
+
+# %% tags=["parameters"]
+profile = "paper"  # "paper": committed paper-scale results (a smoke run here when absent); "smoke": tiny runs only
+device = "cpu"     # torch device for any training done on this page
+seed = 0           # seed of the runs trained on this page
+retrain = False    # True with profile "paper": train the paper-scale figure now (GPU) and rewrite results/figure3.json
+
+# %% tags=["remove-input"]
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from reptile_lib import book, report, sweeps
+from reptile_lib.plots import experiments as plots
+from reptile_lib.plots.style import use_book_style
+
+use_book_style()
+POINTS = sweeps.figure3_points("paper")
+# smoke (sweeps.smoke_figure3): 20 meta-iterations per curve, points on 5 test tasks
+doc, smoke_doc = sweeps.obtain_figure("figure3", profile, retrain=retrain, seed=seed, device=device)
+display(Markdown(report.claim_box("06_figure3")))
+
+# %% [markdown]
 # Section 5 of the paper {cite:p}`nichol2018reptile` writes the inner loop's k mini-batch gradients
 # g1, …, gk and shows, by a Taylor expansion, what each combination optimises: g1 alone is the
 # gradient of the expected loss (joint training, which learns nothing specific to few-shot
@@ -15,20 +36,52 @@
 #
 # Expected: g1 alone barely learns; the more gradients are combined, the faster learning is.
 
-# %% tags=["parameters"]
-profile = "paper"  # "paper": committed paper-scale results (a smoke run here when absent); "smoke": tiny runs only
-device = "cpu"     # torch device for any training done on this page
-seed = 0           # seed of the runs trained on this page
-retrain = False    # True with profile "paper": train the paper-scale figure now (GPU) and rewrite results/figure3.json
+# %% tags=["remove-input"]
+display(Markdown(f"**figure3**: paper-scale run {report.run_state('figure3', doc)}."))
 
-# %%
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
+# %% [markdown]
+# ## Results
+#
+# Each finding with our numbers. *Learning speed* is a curve's mean accuracy over its points (the
+# area under it, normalised), with the points' intervals combined; *final* is the 10,000-task
+# evaluation after 40,000 meta-iterations.
 
-from reptile_lib import book, report, sweeps
-from reptile_lib.plots import experiments as plots
+# %% tags=["remove-input"]
+FINDINGS = {"finding": "Finding", "ours": "Ours", "holds": "Holds"}
 
-POINTS = sweeps.figure3_points("paper")
+
+def final_rows(d, profile_name):
+    rows = []
+    for p in sweeps.figure3_points(profile_name):
+        m = sweeps.point_metric(d, p)
+        rows.append({"Curve": p.algorithm, "Final test accuracy (%)": "—" if m is None else
+                     f"{100 * m['mean']:.2f} ± {100 * m['ci95']:.2f}", "Tasks": "—" if m is None else f"{m['n_tasks']:,}"})
+    return rows
+
+
+if doc is not None:
+    display(Markdown(f"*{book.provenance_line(doc)}.*"))
+    book.show_figure(plots.figure3(doc).figure, "figure3",
+                     "Test accuracy against the meta-iteration for each combination of inner gradients: colour = "
+                     "number of inner steps k; dotted: the last gradient alone (FOMAML), solid: their sum (Reptile), "
+                     "dashed: their average. Bands: 95% interval over the sampled tasks of each point.")
+    display(report.html_table(report.figure3_findings(doc), FINDINGS), report.html_table(final_rows(doc, "paper")))
+else:
+    display(Markdown("No paper-scale Figure 3 run exists: the figure and its findings appear here when it does. "
+                     "The pipeline check below runs the same code at a tiny size."))
+
+# %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Pipeline check: a smoke run trained on this page, not the paper's experiment (show)", "code_prompt_hide": "Pipeline check (hide)"}
+if doc is None:
+    display(Markdown(
+        "**Pipeline check, not a result.** A smoke run trained on this page: 20 meta-iterations per curve instead "
+        "of 40,000, 5 tasks per point, 10 final tasks. It exercises the pipeline; its curves say nothing about "
+        f"the paper's findings. *{book.provenance_line(smoke_doc)}.*"))
+    plots.figure3(smoke_doc)
+    plt.show()
+    display(report.html_table(report.figure3_findings(smoke_doc), FINDINGS),
+            report.html_table(final_rows(smoke_doc, "smoke")))
+else:
+    display(Markdown("The paper-scale run exists, so no pipeline check runs here."))
 
 # %% [markdown]
 # ## The runs
@@ -39,12 +92,11 @@ POINTS = sweeps.figure3_points("paper")
 # combination is the library's `Config.combine` (the `weights` below multiply each inner step's
 # update). Evaluation: mini-batches of 25, 5 adaptation steps, non-transductive.
 
-# %% tags=["nbval-check-output"]
-print(report.text(report.frame([{"curve": p.algorithm, "family": p.panel, "k": p.config.inner_iters,
-                                 "train_shots": p.config.train_shots, "inner_batch": p.config.inner_batch,
-                                 "weights": ", ".join(f"{w:.3g}" for w in p.config.weights),
-                                 "outer step": f"{p.config.meta_step:g} -> {p.config.meta_step_final:g}"}
-                                for p in POINTS], "curve")))
+# %% tags=["remove-input", "nbval-check-output"]
+report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner_iters,
+                    "Training images per class": p.config.train_shots, "Inner batch": p.config.inner_batch,
+                    "Weights": ", ".join(f"{w:.3g}" for w in p.config.weights),
+                    "Outer step": f"{p.config.meta_step:g} → {p.config.meta_step_final:g}"} for p in POINTS])
 
 # %% [markdown]
 # Runs with the same k have the same shapes and train together on the GPU (one batched computation);
@@ -53,41 +105,10 @@ print(report.text(report.frame([{"curve": p.algorithm, "family": p.panel, "k": p
 # interval of about ±2.5 points at 80% accuracy, ±1.5 at 95%), drawn as a band; the final accuracy
 # of each curve is measured on 10,000 test tasks.
 
-# %%
-# smoke (sweeps.smoke_figure3): 20 meta-iterations per curve, points on 5 test tasks
-doc, smoke_doc = sweeps.obtain_figure("figure3", profile, retrain=retrain, seed=seed, device=device)
-shown = doc or smoke_doc
-
-# %% tags=["nbval-check-output"]
-print(report.status_line("figure3", doc))
-
-# %%
-if doc is None:
-    display(Markdown(
-        "**The paper-scale result is not produced yet (GPU run pending).** `results/figure3.json` does not "
-        "exist, so the figure below is a smoke run trained on this page: 20 meta-iterations per curve "
-        "instead of 40,000, 5 tasks per point, 10 final tasks. It exercises the pipeline; its curves say nothing about "
-        f"the paper's findings. *{book.provenance_line(smoke_doc)}*"))
-else:
-    display(Markdown(f"*{book.provenance_line(doc)}*"))
-plots.figure3(shown)
-plt.show()
-
 # %% [markdown]
-# ## Do the findings hold?
+# ## What to take away
 #
-# Each finding with our numbers. *Learning speed* is a curve's mean accuracy over its points (the
-# area under it, normalised), with the points' intervals combined; *final* is the 10,000-task
-# evaluation after 40,000 meta-iterations.
-
-# %% tags=["nbval-check-output"]
-print(report.text(report.frame(report.figure3_findings(shown), "finding")))
-
-# %%
-rows = []
-for p in sweeps.figure3_points("paper" if doc is not None else "smoke"):
-    m = sweeps.point_metric(shown, p)
-    rows.append({"curve": p.algorithm, "final test accuracy (%)": "—" if m is None else
-                 f"{100 * m['mean']:.2f} ± {100 * m['ci95']:.2f}", "tasks": "—" if m is None else m["n_tasks"]})
-display(Markdown(f"Final accuracy of each curve ({'paper-scale run' if doc is not None else 'smoke run'}):"))
-display(report.frame(rows, "curve"))
+# - The box at the top says whether Figure 3's findings hold once the paper-scale run exists;
+#   until then nothing is compared.
+# - The ten curves differ only in how the inner gradients are weighted (`Config.combine`, the
+#   weights above); everything else, including the test tasks of every curve point, is shared.

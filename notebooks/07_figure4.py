@@ -1,6 +1,29 @@
 # %% [markdown]
 # # Figure 4: sensitivity to the inner loop
-#
+
+# %% tags=["parameters"]
+profile = "paper"  # "paper": committed paper-scale results (a smoke run here when absent); "smoke": tiny runs only
+device = "cpu"     # torch device for any training done on this page
+seed = 0           # seed of the runs trained on this page
+retrain = False    # True with profile "paper": train the paper-scale sweep now (GPU) and rewrite results/figure4.json
+
+# %% tags=["remove-input"]
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from reptile_lib import book, configs, report, sweeps
+from reptile_lib.plots import experiments as plots
+from reptile_lib.plots.style import use_book_style
+
+use_book_style()
+POINTS = sweeps.figure4_points("paper")
+RUNS = sweeps.unique_configs(POINTS)
+BASE = configs.FIGURE4_BASE
+# smoke (sweeps.smoke_figure4): part of the grid, 4 meta-iterations per run, 10 test tasks
+doc, smoke_doc = sweeps.obtain_figure("figure4", profile, retrain=retrain, seed=seed, device=device)
+display(Markdown(report.claim_box("07_figure4")))
+
+# %% [markdown]
 # Figure 4 of the paper {cite:p}`nichol2018reptile` compares Reptile with two versions of
 # first-order MAML on 5-shot 5-way Omniglot while (a) the number of inner iterations, (b) the inner
 # batch size and (c) the outer step size vary. FOMAML's meta-gradient is the last inner step's
@@ -12,22 +35,48 @@
 # The paper does not print the swept values; this chapter chooses them, says why, and follows the
 # conventions of the Figure 3 chapter.
 
-# %% tags=["parameters"]
-profile = "paper"  # "paper": committed paper-scale results (a smoke run here when absent); "smoke": tiny runs only
-device = "cpu"     # torch device for any training done on this page
-seed = 0           # seed of the runs trained on this page
-retrain = False    # True with profile "paper": train the paper-scale sweep now (GPU) and rewrite results/figure4.json
+# %% tags=["remove-input"]
+display(Markdown(f"**figure4**: paper-scale run {report.run_state('figure4', doc)}."))
 
-# %%
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
+# %% [markdown]
+# ## Results
+#
+# For panels (a) and (b): each algorithm's mean final accuracy over the values where the shared
+# tail overlaps against the values where it does not, and the change with its 95% interval (the
+# points' intervals combined). The paper expects "degrades" for shared-tail FOMAML and "stable" for
+# the other two.
 
-from reptile_lib import book, configs, report, sweeps
-from reptile_lib.plots import experiments as plots
+# %% tags=["remove-input"]
+FINDINGS = {"panel": "Panel", "algorithm": "Algorithm", "no overlap": "No overlap (%)", "overlap": "Overlap (%)",
+            "change": "Change (points)", "verdict": "Verdict"}
+if doc is not None:
+    display(Markdown(f"*{book.provenance_line(doc)}.*"))
+    book.show_figure(plots.figure4(doc)[0].figure, "figure4",
+                     "Final 5-shot 5-way test accuracy against each swept value, per algorithm, with 95% intervals "
+                     "over the evaluation tasks; shaded: values where the shared tail's last mini-batch repeats "
+                     "samples of earlier ones.")
+    display(report.html_table(report.figure4_findings(doc), FINDINGS))
+    book.show_figure(plots.figure4_curves(doc).figure, "figure4-curves",
+                     "Accuracy on 50 sampled tasks of the training classes every 500 meta-iterations, one line per "
+                     "run: whether 4,000 meta-iterations were enough (these curves decide nothing about the figure).")
+else:
+    display(Markdown("No paper-scale Figure 4 run exists: the figure, its findings and the runs' curves appear here "
+                     "when it does. The pipeline check below runs the same code at a tiny size."))
 
-POINTS = sweeps.figure4_points("paper")
-RUNS = sweeps.unique_configs(POINTS)
-BASE = configs.FIGURE4_BASE
+# %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Pipeline check: a smoke run trained on this page, not the paper's experiment (show)", "code_prompt_hide": "Pipeline check (hide)"}
+if doc is None:
+    display(Markdown(
+        "**Pipeline check, not a result.** A smoke run trained on this page (values "
+        + "; ".join(f"{k}: {', '.join(f'{v:g}' for v in vs)}" for k, vs in sweeps.FIGURE4_SMOKE_AXES.items())
+        + ", 4 meta-iterations per run, 10 test tasks of 10 adaptation steps). It exercises the pipeline "
+        f"and says nothing about the paper's finding. *{book.provenance_line(smoke_doc)}.*"))
+    plots.figure4(smoke_doc)
+    plt.show()
+    display(report.html_table(report.figure4_findings(smoke_doc), FINDINGS))
+    plots.figure4_curves(smoke_doc)
+    plt.show()
+else:
+    display(Markdown("The paper-scale run exists, so no pipeline check runs here."))
 
 # %% [markdown]
 # ## The sweep, and where the overlap begins
@@ -41,7 +90,7 @@ BASE = configs.FIGURE4_BASE
 # (`sweeps.last_batch_overlap`, checked against the sampler in the tests). A separate tail never
 # overlaps.
 
-# %% tags=["nbval-check-output"]
+# %% tags=["remove-input", "nbval-check-output"]
 n = BASE.classes * BASE.train_shots
 rows = []
 for panel, values in sweeps.FIGURE4_AXES.items():
@@ -50,11 +99,13 @@ for panel, values in sweeps.FIGURE4_AXES.items():
         rows.append({"panel": sweeps.PANEL_TITLES[panel], "value": f"{v:g}", "inner_iters": c.inner_iters,
                      "inner_batch": c.inner_batch, "outer step": f"{c.meta_step:g}",
                      "shared tail: last batch already seen": f"{sweeps.last_batch_overlap(c.inner_iters, c.inner_batch, n):.0%}"})
-print(report.text(report.frame(rows, ("panel", "value"))))
-print(f"\noverlap begins at inner_iters = {sweeps.overlap_onset('inner_iters')} (batch {BASE.inner_batch}) "
-      f"and at inner_batch = {sweeps.overlap_onset('inner_batch')} ({BASE.inner_iters} steps)")
-print(f"{len(POINTS)} points, {len(RUNS)} runs (the base point serves all three panels), "
-      f"{len(sweeps.group_configs(RUNS))} groups of runs with equal shapes")
+display(report.html_table(rows, {"panel": "Panel", "value": "Value", "inner_iters": "Inner iterations",
+                                 "inner_batch": "Inner batch", "outer step": "Outer step",
+                                 "shared tail: last batch already seen": "Shared tail: last batch already seen"}))
+display(Markdown(f"The overlap begins at {sweeps.overlap_onset('inner_iters')} inner iterations (batch {BASE.inner_batch}) "
+                 f"and at an inner batch of {sweeps.overlap_onset('inner_batch')} ({BASE.inner_iters} steps). "
+                 f"{len(POINTS)} points, {len(RUNS)} runs (the base point serves all three panels), "
+                 f"{len(sweeps.group_configs(RUNS))} groups of runs with equal shapes."))
 
 # %% [markdown]
 # Panel (c) sweeps the initial outer step at the base point (annealed linearly to 0 in every run):
@@ -71,56 +122,17 @@ print(f"{len(POINTS)} points, {len(RUNS)} runs (the base point serves all three 
 # learning curves on **training** classes (below the figure), never from test accuracy: a panel
 # whose curves still climb at the end compares undertrained points, and we say so.
 
-# %% tags=["nbval-check-output"]
+# %% tags=["remove-input", "nbval-check-output"]
 est = [sweeps.estimate(RUNS, "graph"), sweeps.estimate(RUNS, "eager", batched=False)]
 labels = ["GPU engine (CUDA graph, shape groups batched)", "library path (eager, one run at a time)"]
-print(report.text(report.frame([{"path": label, "training (min)": f"{e['train_s'] / 60:.1f}",
-                                 "curves (min)": f"{e['monitor_s'] / 60:.1f}", "evaluation (min)": f"{e['eval_s'] / 60:.1f}",
-                                 "total with start-up (min)": f"{e['total_s'] / 60:.1f}"} for label, e in zip(labels, est)],
-                               "path")))
-
-# %%
-# smoke (sweeps.smoke_figure4): part of the grid, 4 meta-iterations per run, 10 test tasks
-doc, smoke_doc = sweeps.obtain_figure("figure4", profile, retrain=retrain, seed=seed, device=device)
-shown = doc or smoke_doc
+report.html_table([{"Path": label, "Training (min)": f"{e['train_s'] / 60:.1f}",
+                    "Curves (min)": f"{e['monitor_s'] / 60:.1f}", "Evaluation (min)": f"{e['eval_s'] / 60:.1f}",
+                    "Total with start-up (min)": f"{e['total_s'] / 60:.1f}"} for label, e in zip(labels, est)])
 
 # %% [markdown]
-# ## Results
-
-# %% tags=["nbval-check-output"]
-print(report.status_line("figure4", doc))
-
-# %%
-if doc is None:
-    display(Markdown(
-        "**The paper-scale result is not produced yet (GPU run pending).** `results/figure4.json` does not "
-        "exist, so the panels below are a smoke run trained on this page (values "
-        + "; ".join(f"{k}: {', '.join(f'{v:g}' for v in vs)}" for k, vs in sweeps.FIGURE4_SMOKE_AXES.items())
-        + ", 4 meta-iterations per run, 10 test tasks of 10 adaptation steps). They exercise the pipeline "
-        f"and say nothing about the paper's finding. *{book.provenance_line(smoke_doc)}*"))
-else:
-    display(Markdown(f"*{book.provenance_line(doc)}*"))
-plots.figure4(shown)
-plt.show()
-
-# %% [markdown]
-# ## Does the finding hold?
+# ## What to take away
 #
-# For panels (a) and (b): each algorithm's mean final accuracy over the values where the shared
-# tail overlaps against the values where it does not, and the change with its 95% interval (the
-# points' intervals combined). The paper expects "degrades" for shared-tail FOMAML and "stable" for
-# the other two.
-
-# %% tags=["nbval-check-output"]
-print(report.text(report.frame(report.figure4_findings(shown), ("panel", "algorithm"))))
-
-# %% [markdown]
-# ## Have the runs levelled off?
-#
-# Accuracy on 50 sampled tasks of the **training** classes every 500 meta-iterations, one line per
-# run (these curves decide nothing about the figure's values; they show whether 4,000 meta-iterations
-# were enough).
-
-# %%
-plots.figure4_curves(shown)
-plt.show()
+# - The box at the top says whether Figure 4's finding holds, per algorithm, once the paper-scale
+#   sweep exists; until then nothing is compared.
+# - The overlap of the shared tail's last mini-batch with the earlier ones is computed exactly for
+#   every swept value (the table above), so the figure can be read against it.

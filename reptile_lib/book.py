@@ -203,7 +203,7 @@ def plot_history(doc: dict, ax=None, key: str = "transductive"):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+        _, ax = plt.subplots(figsize=(7, 3.2))
     for seed, hist in doc["extra"].get("history", {}).items():
         if not hist:
             continue
@@ -222,7 +222,7 @@ def plot_examples(data: Any, classes: int = 8, per_class: int = 3, title: str | 
     """A grid of the first images of the first ``classes`` classes of a :class:`ClassDataset`."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(per_class, classes, figsize=(classes * 0.8, per_class * 0.8), dpi=90)
+    fig, axes = plt.subplots(per_class, classes, figsize=(classes * 0.8, per_class * 0.8))
     for c in range(classes):
         for i in range(per_class):
             img = data.images[c, i].float() / data.scale  # (C, H, W)
@@ -264,21 +264,38 @@ def last_batch_overlap(inner_iters: int, inner_batch: int = 10, train_shots: int
     return float(overlap)
 
 
+BENCH_PATHS = {"serial": "one task at a time (nn.Module + torch.optim)",
+               "reference_batched": "library: vmap over tasks",
+               "engine_eager": "engine, eager", "engine_graph": "engine, one CUDA graph",
+               "engine_graph_fused_adam": "engine, CUDA graph + fused Adam"}
+
+
+def bench_path_label(path: str) -> str:
+    """A ``benchmarks/bench.py`` path name in words (``runs3``: three runs batched)."""
+    if path.startswith("runs") and path[4:].isdigit():
+        return f"engine, {path[4:]} runs batched"
+    return BENCH_PATHS.get(path, path)
+
+
 def benchmark_rows(doc: dict) -> list[dict]:
-    """One row per (config, path) of a ``benchmarks/bench.py`` results file: ms per meta-iteration and more."""
+    """One row per (config, path) of a ``benchmarks/bench.py`` results file: ms per meta-iteration and more.
+
+    Readable labels, and a dash (never an empty cell) where a figure does not apply.
+    """
     rows = []
     for name, entry in doc.get("configs", {}).items():
         for path, p in entry.get("paths", {}).items():
+            row = {"Config": name, "Path": bench_path_label(path)}
             if "ms_per_iter" not in p:
-                rows.append({"config": name, "path": path, "ms / meta-iteration": None,
-                             "note": "failed: " + str(p.get("error", "?"))[:80]})
+                rows.append({**row, "ms / meta-iteration": "failed: " + str(p.get("error", "?"))[:80],
+                             "ms / run": "—", "× serial": "—", "Operations / iteration": "—"})
                 continue
-            rows.append({"config": name, "path": path, "ms / meta-iteration": round(p["ms_per_iter"], 1),
-                         "ms / run": round(p["ms_per_run"], 1) if "ms_per_run" in p else None,
-                         "x serial": entry.get("speedup_vs_serial", {}).get(path),
-                         "ops / iteration": p.get("kernels_per_replay") or p.get("kernels_per_iter")
-                         or p.get("aten_ops_per_iter"),
-                         "note": ""})
+            speed = entry.get("speedup_vs_serial", {}).get(path)
+            ops = p.get("kernels_per_replay") or p.get("kernels_per_iter") or p.get("aten_ops_per_iter")
+            rows.append({**row, "ms / meta-iteration": f"{p['ms_per_iter']:.1f}",
+                         "ms / run": f"{p['ms_per_run']:.1f}" if "ms_per_run" in p else "—",
+                         "× serial": f"{speed:.2f}" if speed is not None else "—",
+                         "Operations / iteration": f"{ops:,}" if ops else "—"})
     return rows
 
 
@@ -322,3 +339,28 @@ def time_meta_iterations(config: Any, iters: int = 5, device: str = "cpu", seed:
         rows.append({"path": label, "ms per meta-iteration": 1000 * sum(times) / len(times),
                      "timed iterations": len(times)})
     return rows
+
+
+# ---------------------------------------------------------------- figures and boxes on the page
+def figures_dir() -> Path:
+    """``book/executed/figures/``: the PNGs of the chapters' numbered figures (committed with the notebooks)."""
+    return REPO_ROOT / "book" / "executed" / "figures"
+
+
+def show_figure(fig: Any, name: str, caption: str) -> None:
+    """Show ``fig`` as a numbered figure with ``caption`` (MyST ``{figure}``, label ``fig-<name>``).
+
+    The PNG is written at the figure's dpi (150, :mod:`reptile_lib.plots.style`) to
+    ``book/executed/figures/<name>.png``, next to the executed notebooks, and the figure closed.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"figure name {name!r}: use letters, digits, '-' and '_' only")
+    path = figures_dir() / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    display(Markdown(f":::{{figure}} figures/{name}.png\n:name: fig-{name}\n:width: 100%\n\n{caption}\n:::\n"))
+

@@ -3,7 +3,8 @@
 Source: Nichol, Achiam & Schulman, *On First-Order Meta-Learning Algorithms*, arXiv:1803.02999 v3
 (Tables 1 and 2, Appendix A), and for CIFAR-FS the reference numbers of Bertinetto et al. (2019).
 Accuracies are in percent, as printed; ``pm`` is the printed ``±``. Entries with
-``verify=True`` were recalled rather than read from the paper and are shown as "(verify)".
+``verify=True`` were recalled rather than read from a source and are shown as "(unchecked)";
+none is at present.
 
 Each :class:`PaperNumber` says which of our results files (``config``) and metric (``metric``,
 see :func:`reptile_lib.results.metric_name`) it is compared with; ``config=None`` means we do
@@ -46,13 +47,13 @@ class PaperNumber:
         return f"{self.shots}-shot {self.ways}-way"
 
     def text(self) -> str:
-        """``95.39 ± 0.09`` (with ``(verify)`` appended where the number was recalled)."""
-        return f"{self.mean:.{self.digits}f} ± {self.pm:.{self.digits}f}" + (" (verify)" if self.verify else "")
+        """``95.39 ± 0.09`` (with ``(unchecked)`` appended where the number was recalled)."""
+        return f"{self.mean:.{self.digits}f} ± {self.pm:.{self.digits}f}" + (" (unchecked)" if self.verify else "")
 
 
 _NICHOL = f"Nichol et al. 2018 ({ARXIV})"
 _FINN = "Finn et al. 2017, quoted in Nichol et al. 2018"
-_BERTINETTO = "Bertinetto et al. 2019"
+_BERTINETTO = "Bertinetto et al. 2019, as tabulated by Lee et al. 2019 (arXiv:1904.03758, Table 2)"
 
 
 def _rows(table: str, dataset: str, algorithm: str, transductive: bool, source: str,
@@ -102,20 +103,21 @@ TABLE2: tuple[PaperNumber, ...] = (
 )
 
 # CIFAR-FS (our stand-in for Mini-ImageNet): the paper has no CIFAR-FS number. These are
-# Bertinetto et al.'s references for context, recalled (verify); no Reptile number is known.
+# Bertinetto et al.'s references for context, as Lee et al. 2019 tabulate them (Table 2, read
+# into ../shared/reference/paper.md); no published 5-way Reptile number is known.
 CIFAR_FS_REFERENCE: tuple[PaperNumber, ...] = (
     *_rows("CIFAR-FS reference", "cifar_fs", "MAML", True, _BERTINETTO, _T1, [(58.9, 1.9), (71.5, 1.0)],
-           verify=True, digits=1),
+           digits=1),
     *_rows("CIFAR-FS reference", "cifar_fs", "prototypical networks", False, _BERTINETTO, _T1,
-           [(55.5, 0.7), (72.0, 0.6)], verify=True, digits=1),
+           [(55.5, 0.7), (72.0, 0.6)], digits=1),
 )
 
 ALL_NUMBERS: tuple[PaperNumber, ...] = TABLE1 + TABLE2 + CIFAR_FS_REFERENCE
 
 # The ± of the Reptile rows is smaller than one run's 95% interval over 10,000 tasks, so it is
-# most likely a spread over several runs (verify); MAML's rows are 95% intervals (Finn et al.).
+# most likely a spread over several runs (the paper does not say); MAML's rows are 95% intervals (Finn et al.).
 PM_NOTE = ("The ± of the Reptile rows is smaller than one run's 95% interval over 10,000 tasks, so it is most "
-           "likely a spread over several runs (verify). MAML rows use batch statistics at test time, hence "
+           "likely a spread over several runs; the paper does not say. MAML rows use batch statistics at test time, hence "
            "'transduction'.")
 
 

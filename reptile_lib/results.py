@@ -2,10 +2,13 @@
 
 Schema (every figure and table of the book is a function of these files)::
 
-    {"experiment": str, "profile": "smoke" | "paper", "config": {...}, "config_hash": str,
-     "provenance": {"commit", "device", "torch", "seeds", "wall_time_s", "finished", "date", ...},
-     "metrics": {name: {"mean", "ci95", "n_tasks", "per_seed": [{"seed", "mean", "ci95", "n_tasks"}]}},
-     "extra": {...}}                     # curves, histories: anything a figure needs
+    {"experiment": str, "profile": "smoke" | "paper",
+     "config": {...}, "config_hash": str,
+     "provenance": {"commit", "device", "torch", "seeds",
+                    "wall_time_s", "finished", "date", ...},
+     "metrics": {name: {"mean", "ci95", "n_tasks",
+                        "per_seed": [{"seed", "mean", "ci95", "n_tasks"}]}},
+     "extra": {...}}      # curves, histories: anything a figure needs
 
 Few-shot metric names are ``{split}_{shots}shot_{ways}way_{transductive|nontransductive}``.
 Files are written atomically (temporary file + rename), so a crash never leaves half a file,

@@ -27,7 +27,9 @@ def test_paper_tables_have_every_printed_number():
     assert t2[("MAML + transduction", 5, 5)] == "99.9 ± 0.1"
     t1 = {(n.algorithm, n.shots): n.text() for n in paper.TABLE1}
     assert t1[("Reptile + transduction", 5)] == "65.99 ± 0.58"
-    assert all(n.text().endswith("(verify)") for n in paper.CIFAR_FS_REFERENCE)
+    cifar = {(n.algorithm, n.shots): n.text() for n in paper.CIFAR_FS_REFERENCE}
+    assert cifar[("MAML", 1)] == "58.9 ± 1.9" and cifar[("prototypical networks", 5)] == "72.0 ± 0.6"
+    assert not any(n.verify for n in paper.ALL_NUMBERS), "every printed number is read from a source"
 
 
 def test_paper_rows_point_at_our_configs_and_metrics():
@@ -199,7 +201,8 @@ def test_toc_pages_exist_and_every_page_is_in_the_toc():
     for f in files:
         assert any((ROOT / f"{f}{s}").exists() for s in (".md", ".ipynb")), f
     pages = {p.relative_to(ROOT).with_suffix("").as_posix() for p in (ROOT / "book").rglob("*")
-             if p.suffix in (".md", ".ipynb") and "_ext" not in p.parts and not p.name.startswith(".")}
+             if p.suffix in (".md", ".ipynb") and not {"_ext", "_generated"} & set(p.parts)
+             and not p.name.startswith(".")}
     assert pages == set(files)
     assert {f"book/executed/{s.stem}" for s in SOURCES} <= set(files)
 
@@ -211,8 +214,14 @@ def test_config_is_offline_strict_and_launchable():
     mathjax = cfg["sphinx"]["config"]["mathjax_path"]
     assert mathjax == "mathjax/tex-mml-chtml.js" and "//" not in mathjax
     assert cfg["sphinx"]["config"]["nb_ipywidgets_js"] == {}
-    assert cfg["launch_buttons"]["binderhub_url"] and cfg["launch_buttons"]["colab_url"]
-    assert cfg["repository"]["url"] == "https://github.com/reptile-book/reptile-book"
+    # Launch buttons only where they work: without a published repository URL there is no
+    # repository, Binder or Colab button (they would point nowhere); downloads work offline.
+    html = cfg.get("html", {})
+    repo = cfg.get("repository", {}).get("url")
+    if not repo:
+        assert not html.get("use_repository_button") and not html.get("use_issues_button")
+        assert not any(cfg.get("launch_buttons", {}).get(k) for k in ("binderhub_url", "colab_url"))
+    assert html.get("use_download_button", True)
     for bib in cfg["bibtex_bibfiles"]:
         assert (ROOT / bib).exists()
 
@@ -231,3 +240,36 @@ def test_mathjax_ships_with_the_pinned_package():
 def test_executed_notebooks_are_not_git_ignored():
     probe = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "book/executed/04_omniglot.ipynb"])
     assert probe.returncode == 1, "book/executed/ must be committed, not git-ignored"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_code_shown_on_the_page_fits_the_column(source):
+    """Code a reader can see (not tagged remove-input / remove-cell) fits the text column unclipped."""
+    for cell in _cells(source):
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type != "code" or tags & {"remove-input", "remove-cell", "parameters"}:
+            continue
+        long = [line for line in cell.source.splitlines() if len(line) > 78]
+        assert not long, f"code lines wider than the column (78 characters): {long}"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_executed_chapter_opens_with_its_claim_box_and_hides_the_parameters(source):
+    """The page starts with the claim box (before any section), ends with what to take away, and
+    neither the parameters nor papermill's injected values are on it."""
+    nb = _executed(source)
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags):
+            assert "remove-cell" in tags, "tools/build_book.py takes the parameters off the page"
+    first_box = first_section = None
+    for i, cell in enumerate(nb["cells"]):
+        text = "".join(cell["source"]) if cell["cell_type"] == "markdown" else "".join(
+            "".join(o.get("data", {}).get("text/markdown", "")) for o in cell.get("outputs", []))
+        if first_box is None and ":::{admonition} The paper's claim" in text:
+            first_box = i
+        if first_section is None and cell["cell_type"] == "markdown" and "\n## " in "\n" + text:
+            first_section = i
+    assert first_box is not None and (first_section is None or first_box < first_section)
+    last_md = [c for c in nb["cells"] if c["cell_type"] == "markdown"][-1]
+    assert "## What to take away" in "".join(last_md["source"])

@@ -58,7 +58,7 @@ def site(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def reports(site, chromium) -> dict:
-    shots = {PAGES[0]: SCREENSHOTS / "intro.png", EXPERIMENT_PAGE: SCREENSHOTS / "04_omniglot.png"}
+    shots = {page: SCREENSHOTS / f"{page.rsplit('/', 1)[-1]}.png" for page in PAGES}
     return {r.page: r for r in browser_check.check_site(site, PAGES, chromium, shots)}
 
 
@@ -94,7 +94,7 @@ def test_figures_are_on_the_experiment_pages(reports):
 
 
 def test_screenshots_are_saved(reports):
-    for name in ("intro.png", "04_omniglot.png"):
+    for name in [f"{page.rsplit('/', 1)[-1]}.png" for page in PAGES]:
         png = SCREENSHOTS / name
         assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -113,3 +113,31 @@ def test_the_check_catches_external_requests_and_broken_resources(tmp_path, chro
     assert "not typeset by MathJax" in problems
     assert browser_check.external_references(tmp_path) == ["bad.html: https://cdn.example.com/x.js",
                                                            "bad.html: https://example.com/x.png"]
+
+
+def test_the_check_catches_clipping_low_resolution_placeholders_and_markers(tmp_path, chromium):
+    """The checker itself: a clipped code line, a wide 72-dpi image, a placeholder link and "(verify)" fail;
+    a wide 150-dpi image and a code block that fits pass."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, dpi in (("low.png", 72), ("sharp.png", 150)):
+        fig = plt.figure(figsize=(1200 / dpi, 100 / dpi))
+        fig.savefig(tmp_path / name, dpi=dpi)
+        plt.close(fig)
+    (tmp_path / "bad.html").write_text(
+        '<html><head><title>bad</title></head><body><main><h1>bad</h1>'
+        '<pre style="width:300px;overflow:auto">' + "x = 1  # " + "a very long line " * 20 + '</pre>'
+        '<pre style="width:300px;overflow:auto">short = 1</pre>'
+        '<div style="width:400px"><img src="low.png" style="max-width:100%"></div>'
+        '<div style="width:400px"><img src="sharp.png" style="max-width:100%"></div>'
+        '<a href="https://github.com/reptile-book/reptile-book">repository</a>'
+        '<p>95.0 ± 0.1 (verify), see issue 12</p></main></body></html>')
+    report = browser_check.check_site(tmp_path, ["bad"], chromium)[0]
+    problems = "\n".join(report.problems())
+    assert len(report.clipped) == 1 and "a very long line" in report.clipped[0]
+    assert len(report.low_resolution) == 1 and "low.png: 1200 px" in problems and "72 dpi" in problems
+    assert "placeholder link https://github.com/reptile-book/reptile-book" in problems
+    assert "(verify)" in problems and "issue 12" in problems

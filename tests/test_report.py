@@ -1,5 +1,6 @@
 """Verdicts and tables against the paper, on hand-made results documents."""
 import math
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -87,7 +88,7 @@ def test_seed_spread_can_turn_a_miss_into_a_hit():
 
 def test_what_cannot_be_compared_says_why():
     m = {ONE.metric: metric([0.95])}
-    assert report.verdict(ONE, None).text == "not produced yet (GPU run pending)"
+    assert report.verdict(ONE, None).text == "not produced yet (no finished paper-scale run)"
     assert report.verdict(ONE, doc(m, profile="smoke")).text == "smoke run — not comparable"
     unfinished = report.verdict(ONE, doc(m, finished=False, iterations={"0": 45_000}))
     assert unfinished.status == "unfinished" and not unfinished.compared
@@ -113,9 +114,9 @@ def test_tables_print_the_same_text_every_time():
     docs = {"omniglot_5way": doc({ONE.metric: metric([0.953, 0.955, 0.956])}), "omniglot_20way": None}
     text = report.text(report.frame(report.comparison_rows(numbers, docs)))
     assert text == report.text(report.frame(report.comparison_rows(numbers, docs)))
-    assert "metric missing from results" in text and "not produced yet (GPU run pending)" in text
+    assert "metric missing from results" in text and "not produced yet (no finished paper-scale run)" in text
     assert report.verdict_summary(numbers, docs) == ("3 cells: 1 within, 1 metric missing from results, "
-                                                    "1 not produced yet (GPU run pending)")
+                                                    "1 not produced yet (no finished paper-scale run)")
 
 
 def test_status_line_labels_unfinished_and_pending_seeds():
@@ -213,3 +214,97 @@ def test_table2_and_cifar_rows_use_the_papers_numbers():
     assert [r["data set"] for r in cifar][-2:] == ["Mini-ImageNet", "Mini-ImageNet"]
     assert all("no verdict" in r["note"] for r in cifar[-2:])
     assert cifar[0]["1-shot 5-way"] == report.PENDING
+
+
+# ---------------------------------------------------------------- the scoreboard
+def _write_omniglot(folder, finished=True, seeds=(0,), config=None):
+    from reptile_lib import reproduce
+    from reptile_lib.results import provenance, write_results
+
+    config = config or reproduce.experiment_config("omniglot_5way")
+    means = {(1, False): 0.953, (5, False): 0.989, (1, True): 0.9, (5, True): 0.995}
+    metrics = {metric_name("test", s, 5, t): summarize({seed: tasks(m, 1000) for seed in seeds})
+               for (s, t), m in means.items()}
+    prov = provenance("cpu", list(seeds), 1.0, finished, seeds_planned=[0, 1, 2])
+    return write_results(folder / "omniglot_5way.json", "omniglot_5way", "paper", config, metrics, prov,
+                         {"iterations": {str(s): 100_000 for s in seeds}})
+
+
+QUEUE = [{"unit": "omniglot_5way-seed0", "state": "training: 12,000 of 100,000"},
+         {"unit": "omniglot_5way-seed1", "state": "pending"}, {"unit": "omniglot_5way-seed2", "state": "pending"},
+         {"unit": "omniglot_5way_mean_carry-seed0", "state": "pending"}]
+
+
+def _omniglot_rows(rows):
+    return {r["Claim"]: r for r in rows if r["Claim"].startswith("Table 2") and "5-way" in r["Claim"]}
+
+
+def test_scoreboard_has_one_row_per_claim_and_says_what_is_not_run(tmp_path):
+    rows = report.scoreboard_rows(tmp_path, QUEUE)
+    claims = [r["Claim"] for r in rows]
+    assert len(claims) == len(set(claims)) == 23
+    assert all(tuple(r) == report.SCOREBOARD_COLUMNS for r in rows)
+    five = _omniglot_rows(rows)
+    assert len(five) == 4
+    for r in five.values():
+        assert r["Scale"] == "unfinished (queue: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending)"
+        assert (r["Ours"], r["Verdict"]) == ("—", "not finished yet")
+    twenty = [r for r in rows if "20-way" in r["Claim"]]
+    assert {r["Scale"] for r in twenty} == {"not run"}
+    # nothing in an empty results folder is reproduced
+    assert "0 reproduced" in report.scoreboard_summary(rows)
+
+
+def test_scoreboard_rows_change_when_a_results_file_appears(tmp_path):
+    before = _omniglot_rows(report.scoreboard_rows(tmp_path, QUEUE))
+    _write_omniglot(tmp_path)
+    after = _omniglot_rows(report.scoreboard_rows(tmp_path, [dict(q, state="done") if q["unit"].endswith("seed0")
+                                                              else q for q in QUEUE]))
+    assert before != after
+    one_shot = after["Table 2 (Omniglot): Reptile, 1-shot 5-way"]
+    assert one_shot["Scale"] == "paper, 1 of 3 seeds (queue: seeds 1, 2 pending)"
+    assert one_shot["Ours"].startswith("95.30 ± ")
+    assert one_shot["Verdict"].startswith("within")
+    trans = after["Table 2 (Omniglot): Reptile + transduction, 1-shot 5-way"]
+    assert trans["Verdict"].startswith("below by")
+    assert one_shot["Device"] != "—"
+
+
+def test_scoreboard_ignores_a_results_file_of_another_config(tmp_path):
+    import dataclasses
+
+    from reptile_lib import reproduce
+
+    _write_omniglot(tmp_path, config=dataclasses.replace(reproduce.experiment_config("omniglot_5way"), meta_iters=7))
+    rows = _omniglot_rows(report.scoreboard_rows(tmp_path, []))
+    assert {r["Scale"] for r in rows.values()} == {"not run"}
+
+
+def test_scoreboard_markdown_links_chapters_and_has_no_gaps(tmp_path):
+    md = report.scoreboard_markdown(report.scoreboard_rows(tmp_path, QUEUE), "executed/")
+    lines = md.strip().splitlines()
+    assert lines[0] == "| " + " | ".join(report.SCOREBOARD_COLUMNS) + " |"
+    assert len(lines) == 2 + 23
+    assert all(line.count(" | ") == len(report.SCOREBOARD_COLUMNS) - 1 for line in lines[2:])
+    assert "{doc}`Table 2 <executed/04_omniglot>`" in md
+    assert not re.search(r"\bnan\b|\bNone\b", md)
+    with pytest.raises(ValueError, match="no scoreboard rows"):
+        report.scoreboard_markdown([])
+
+
+def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
+    assert report.run_state("omniglot_5way", None, QUEUE) == \
+        "not finished yet (queue: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending)"
+    assert report.run_state("omniglot_20way", None, QUEUE).startswith("not started")
+    box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
+    assert box.startswith(":::{admonition}") and box.rstrip().endswith(":::")
+    assert "Verdict: not finished yet" in box and "95.39 ± 0.09" in box
+    _write_omniglot(tmp_path)
+    box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
+    assert "Verdict: within" in box
+    from reptile_lib.results import load_results
+
+    done = load_results(tmp_path / "omniglot_5way.json")
+    assert report.run_state("omniglot_5way", done, QUEUE[1:]) == "finished (1 of 3 seeds; queue: seeds 1, 2 pending)"
+    with pytest.raises(ValueError, match="no scoreboard row"):
+        report.claim_box("99_nothing", [])

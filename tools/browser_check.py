@@ -13,7 +13,13 @@ checks, after MathJax has finished:
   to leave would also fail, and be reported;
 - every local resource loads (no failed request);
 - every math element holds typeset MathJax output (``mjx-container``) and no TeX error;
-- every image has loaded (``naturalWidth > 0``).
+- every image has loaded (``naturalWidth > 0``);
+- nothing is clipped: no code or output line is wider than its column (every ``<pre>``, with all
+  collapsed boxes opened first, fits without scrolling);
+- no image wider than its container has a resolution under 150 dpi (read from the PNG's ``pHYs``
+  chunk): a large, low-resolution figure shrunk into the column has illegible text;
+- no link points to a placeholder address (``PLACEHOLDER_URLS``), and the page's text holds no
+  editing marker (``FORBIDDEN_TEXT``: "(verify)", internal issue numbers).
 
 ``tests/test_browser.py`` runs this on a fresh build; this file can also be run by hand.
 """
@@ -35,6 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+MIN_DPI = 150
+# Addresses that stand for a repository or site not configured yet.
+PLACEHOLDER_URLS = (r"github\.com/reptile-book/", r"//(www\.)?example\.(com|org|net)\b", r"your[-_]?(org|user|name|repo)",
+                    r"\bOWNER/REPO\b", r"<owner>", r"\bplaceholder\b")
+# Words that must not reach a reader: editing markers and references to internal tracking.
+FORBIDDEN_TEXT = (r"\(verify\)", r"\bissues? #?\d+")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
          "--disable-extensions", "--disable-domain-reliability", "--metrics-recording-only",
@@ -154,7 +166,24 @@ PAGE_STATE_JS = r"""
   imgs.forEach(i => { i.loading = 'eager'; });
   await Promise.all(imgs.map(i => i.decode().catch(() => null)));
   const math = Array.from(document.querySelectorAll('.math'));
+  const closed = Array.from(document.querySelectorAll('details')).filter(d => !d.open);
+  closed.forEach(d => { d.open = true; });  // measure collapsed boxes too
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const clipped = Array.from(document.querySelectorAll('main pre, article pre'))
+    .filter(p => p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 1)
+    .map(p => ({over: p.scrollWidth - p.clientWidth,
+                line: p.textContent.split('\n').reduce((a, b) => b.length > a.length ? b : a, '').trim().slice(0, 80)}));
+  const figures = imgs.filter(i => i.naturalWidth > 0).map(i => {
+    const box = i.parentElement ? i.parentElement.getBoundingClientRect().width : 0;
+    return {src: i.currentSrc || i.src, natural: i.naturalWidth, shown: i.getBoundingClientRect().width, container: box};
+  });
+  const links = Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'));
+  closed.forEach(d => { d.open = false; });  // the screenshot shows the page as a reader meets it
   return {
+    clipped: clipped,
+    figures: figures,
+    links: links,
+    text: document.body ? document.body.innerText : '',
     title: document.title,
     headings: document.querySelectorAll('main h1, article h1, h1').length,
     math: math.length,
@@ -186,6 +215,41 @@ class PageReport:
     def broken_images(self) -> list[str]:
         return [i["src"] for i in self.state.get("images", []) if not i["width"]]
 
+    @property
+    def clipped(self) -> list[str]:
+        """Code and output blocks wider than their column: by how many pixels, and their longest line."""
+        return [f"{c['over']} px too wide: {c['line']!r}" for c in self.state.get("clipped", [])]
+
+    @property
+    def low_resolution(self) -> list[str]:
+        """Images wider than their container whose PNG says under ``MIN_DPI`` (or says nothing)."""
+        out = []
+        for f in self.state.get("figures", []):
+            if not f["container"] or f["natural"] <= f["container"] + 1:
+                continue
+            dpi = png_dpi(f["src"])
+            if dpi is None or dpi < MIN_DPI:
+                out.append(f"{f['src'].rsplit('/', 1)[-1]}: {f['natural']} px in a {f['container']:.0f} px column at "
+                           f"{'unknown' if dpi is None else f'{dpi:.0f}'} dpi (needs {MIN_DPI})")
+        return out
+
+    @property
+    def placeholders(self) -> list[str]:
+        import re
+
+        return sorted({h for h in self.state.get("links", []) if any(re.search(p, h, re.I) for p in PLACEHOLDER_URLS)})
+
+    @property
+    def forbidden(self) -> list[str]:
+        import re
+
+        text = self.state.get("text", "")
+        found = []
+        for pattern in FORBIDDEN_TEXT:
+            for m in re.finditer(pattern, text, re.I):
+                found.append(text[max(0, m.start() - 40):m.end() + 20].replace("\n", " "))
+        return found
+
     def problems(self) -> list[str]:
         out = []
         if not self.state.get("title"):
@@ -200,7 +264,35 @@ class PageReport:
         if self.state.get("merror"):
             out.append(f"{self.state['merror']} MathJax errors")
         out += [f"image did not load {s}" for s in self.broken_images]
+        out += [f"clipped code or output: {c}" for c in self.clipped]
+        out += [f"low-resolution image: {x}" for x in self.low_resolution]
+        out += [f"placeholder link {h}" for h in self.placeholders]
+        out += [f"forbidden text: ...{x}..." for x in self.forbidden]
         return out
+
+
+def png_dpi(src: str) -> float | None:
+    """Horizontal resolution of a local PNG from its ``pHYs`` chunk (None: not a local PNG, or no chunk)."""
+    import struct
+    from urllib.parse import unquote, urlparse
+
+    url = urlparse(src)
+    if url.scheme != "file" or not url.path.lower().endswith(".png"):
+        return None
+    try:
+        data = Path(unquote(url.path)).read_bytes()
+    except OSError:
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"pHYs" and length == 9:
+            x, _, unit = struct.unpack(">IIB", data[pos + 8:pos + 17])
+            return x * 0.0254 if unit == 1 else None
+        if kind == b"IDAT":
+            return None  # pHYs comes before the image data
+        pos += 12 + length
+    return None
 
 
 class Site:
@@ -315,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print("browser_check: Chromium not found; install it (Debian: apt-get install -y chromium)", file=sys.stderr)
         return 2
     pages = toc_files()
-    shots = {pages[0]: args.screenshots / "intro.png"}
+    shots = {page: args.screenshots / f"{page.rsplit('/', 1)[-1]}.png" for page in pages}
     reports = check_site(args.html, pages, binary, shots)
     bad = 0
     for r in reports:

@@ -59,8 +59,8 @@ def to_ipynb(source: Path) -> Path:
 
 
 def strip_run_metadata(path: Path) -> None:
-    """Remove timestamps, durations and temporary paths that papermill and nbclient record, and fold
-    the default parameters cell away in the book (papermill's injected cell below it shows the values used)."""
+    """Remove timestamps, durations and temporary paths that papermill and nbclient record, and take
+    the parameters cell and papermill's injected cell off the page (``remove-cell``)."""
     nb = json.loads(path.read_text())
     pm = nb.get("metadata", {}).get("papermill", {})
     for key in ("start_time", "end_time", "duration", "input_path", "output_path", "environment_variables",
@@ -71,9 +71,13 @@ def strip_run_metadata(path: Path) -> None:
         md = cell.get("metadata", {})
         md.pop("execution", None)
         md.pop("papermill", None)
-        tags = md.get("tags", [])
-        if "parameters" in tags and "hide-input" not in tags:
-            tags.append("hide-input")  # the page shows the injected values; the defaults fold away
+        tags = md.setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
+            # Plumbing: the page says what it shows (paper-scale or smoke) next to every table and
+            # figure, so neither the defaults nor papermill's injected values appear on it.
+            tags.append("remove-cell")
+        if not tags:
+            md.pop("tags")
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -147,9 +151,27 @@ def check_toc(root: Path = ROOT) -> None:
                          f"notebooks into book/executed/.")
 
 
+GENERATED = ROOT / "book" / "_generated"
+
+
+def write_scoreboard(folder: Path = GENERATED) -> Path:
+    """``book/_generated/scoreboard.md``: the reproduction scoreboard from ``results/`` and the queue,
+    included by the landing page (``book/intro.md``), so the site always shows the current state."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from reptile_lib import report
+
+    rows = report.scoreboard_rows()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "scoreboard.md"
+    path.write_text(f"{report.scoreboard_summary(rows)}\n\n{report.scoreboard_markdown(rows, 'executed/')}")
+    return path
+
+
 def build(out: Path | None = None) -> Path:
-    """``jupyter-book build`` with warnings as errors; returns the HTML folder."""
+    """``jupyter-book build`` with warnings as errors, after writing the scoreboard; returns the HTML folder."""
     check_toc()
+    write_scoreboard()
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(ROOT),
            "-W", "--keep-going", "--all", "--builder", "html"]
     if out is not None:
@@ -179,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="build into OUT/_build/html (default: ./_build/html)")
     args = p.parse_args(argv)
 
+    # The kernels and the site build import this checkout's reptile_lib, whatever is installed.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if args.execute or args.only or args.retrain:
         ensure_kernel()
         # One OpenMP thread per kernel unless asked otherwise: the book's small convolutions gain

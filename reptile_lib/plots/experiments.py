@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .style import legend_below, panels
+from .style import panels as panel_grid
+
 PROTOCOL_LABEL = {"nontransductive": "non-transductive", "transductive": "transductive"}
 ALGORITHM_STYLE = {"reptile": ("tab:blue", "o", "Reptile"),
                    "fomaml-shared": ("tab:red", "s", "FOMAML, shared tail"),
@@ -17,11 +20,9 @@ K_COLORS = {1: "black", 2: "tab:blue", 3: "tab:orange", 4: "tab:green"}
 FAMILY_STYLE = {"g1 alone": "-", "fomaml": ":", "sum": "-", "average": "--"}
 
 
-def _axes(ax, figsize=(6.4, 3.6)):
-    import matplotlib.pyplot as plt
-
+def _axes(ax, height=3.2):
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize, dpi=100)
+        _, (ax,) = panels(1, height)
     return ax
 
 
@@ -67,9 +68,7 @@ def learning_curves(doc: Mapping[str, Any], ax=None, protocol: str = "nontransdu
     ax.set_title(title or f"{doc.get('experiment', '')}: learning curve, {_kind(doc)}"
                  + (f"\n{tasks} sampled tasks per point and split" if tasks else ""), fontsize=9)
     ax.grid(alpha=0.3)
-    if splits:
-        ax.legend(fontsize=8)
-    ax.figure.tight_layout()
+    legend_below(ax.figure, [ax])
     return ax
 
 
@@ -81,7 +80,7 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
     """
     import numpy as np
 
-    ax = _axes(ax, (7.2, 4.2))
+    ax = _axes(ax, 3.8)
     curves = doc["extra"]["curves"]
     key = f"{doc['extra']['monitor']['split']}_{protocol}"
     for p in doc["extra"]["points"]:
@@ -102,8 +101,7 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
     ax.set_title(f"Figure 3: inner-gradient combinations ({_kind(doc)})\n{m['tasks_per_point']} {m['split']} tasks "
                  f"per point, {PROTOCOL_LABEL[protocol]}; bands: 95% interval over those tasks", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
-    ax.figure.tight_layout()
+    legend_below(ax.figure, [ax], ncol=4)
     return ax
 
 
@@ -117,11 +115,11 @@ def figure4(doc: Mapping[str, Any], axes=None, protocol: str = "nontransductive"
 
     from ..sweeps import PANEL_TITLES, last_batch_overlap, point_metric
 
-    panels = list(dict.fromkeys(p["panel"] for p in doc["extra"]["points"]))
+    panels_ = list(dict.fromkeys(p["panel"] for p in doc["extra"]["points"]))
     if axes is None:
-        _, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.6), dpi=100, sharey=True)
+        _, axes = panel_grid(len(panels_), 2.9, sharey=True)
     runs = {r["name"]: r for r in doc["config"]["runs"]}
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels_):
         pts = [p for p in doc["extra"]["points"] if p["panel"] == panel]
         values = sorted({p["value"] for p in pts})
         if panel in ("inner_iters", "inner_batch"):  # shade from between the last clean and first overlapping value
@@ -157,11 +155,9 @@ def figure4(doc: Mapping[str, Any], axes=None, protocol: str = "nontransductive"
         ax.set_xticklabels([f"{v:g}" for v in values])
         ax.set_title(PANEL_TITLES.get(panel, panel), fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"test accuracy, 5-shot 5-way,\n{PROTOCOL_LABEL[protocol]} (%)")
-    axes[0].legend(fontsize=7, loc="lower left")
-    axes[0].figure.suptitle(f"Figure 4: sensitivity ({_kind(doc)}); shaded: shared tail overlaps earlier batches",
-                            fontsize=9)
-    axes[0].figure.tight_layout()
+    for ax in axes[::2]:
+        ax.set_ylabel(f"test accuracy, 5-shot 5-way,\n{PROTOCOL_LABEL[protocol]} (%)")
+    legend_below(axes[0].figure, axes)
     return axes
 
 
@@ -185,6 +181,5 @@ def figure4_curves(doc: Mapping[str, Any], ax=None, protocol: str = "nontransduc
     ax.set_ylabel(f"{split} accuracy (%)")
     ax.set_title(f"Figure 4 runs on {split} classes ({_kind(doc)}): {m['tasks_per_point']} tasks per point", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.figure.tight_layout()
+    legend_below(ax.figure, [ax])
     return ax

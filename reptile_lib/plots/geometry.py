@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from .style import legend_below, panels
+
 K_COLORS = ["tab:orange", "tab:purple", "tab:red", "tab:brown"]
 
 
@@ -41,7 +43,7 @@ def trajectories(doc: dict, kind: str, ks: tuple[int, ...] | None = None) -> Fig
     fam = doc["extra"][kind]
     opt = np.array(fam["optimum"])
     ks = ks or tuple(int(k[len("reptile_k"):]) for k in fam["stochastic"] if k.startswith("reptile_k"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    fig, axes = panels(3, 3.4)
     pts = [np.array(fam["start"]), opt]
     lo, hi = np.min(pts, 0) - 1.2, np.max(pts, 0) + 1.2
     for ax, mode in zip(axes[:2], ("full", "stochastic")):
@@ -61,7 +63,7 @@ def trajectories(doc: dict, kind: str, ks: tuple[int, ...] | None = None) -> Fig
         ax.plot(*opt, "*", color="tab:green", ms=14, label="argmin E[D²/2]")
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=9)
     # zoom: where each method ends, and the optimum's projections onto every W_tau
     ax = axes[2]
     finals = {k: np.array(v["final"]) for k, v in fam["reptile_full"].items()}
@@ -84,21 +86,19 @@ def trajectories(doc: dict, kind: str, ks: tuple[int, ...] | None = None) -> Fig
                 label="joint-training optimum")
     ax.set_xlim(opt[0] - half, opt[0] + half)
     ax.set_ylim(opt[1] - half, opt[1] + half)
-    ax.set_title("zoom: final points (dots: stochastic runs' finals)", fontsize=10)
-    ax.legend(fontsize=6, loc="lower left", framealpha=0.9)
+    ax.set_title("zoom on the end points (dots: stochastic runs)", fontsize=9)
     for ax in axes:
         ax.set_aspect("equal")
         ax.set_xlabel("$w_1$")
-    axes[0].set_ylabel("$w_2$")
-    axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{kind}: solution sets $W_\\tau$ (grey); dotted: the optimum's projections onto them")
-    fig.tight_layout()
+    for ax in axes[::2]:
+        ax.set_ylabel("$w_2$")
+    legend_below(fig, axes, ncol=2)
     return fig
 
 
 def distance_vs_k(doc: dict) -> Figure:
     """Distance of the final phi to the optimum against k (deterministic runs), both families."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, (ax,) = panels(1, 3.2)
     for kind, color in (("lines", "tab:blue"), ("circles", "tab:red")):
         fam = doc["extra"][kind]
         ks = sorted(int(k) for k in fam["reptile_full"])
@@ -111,8 +111,7 @@ def distance_vs_k(doc: dict) -> Figure:
         ax.axhline(max(fam["projection_full"]["distance"], 1e-16), color=color, ls=":", lw=1,
                    label=f"{kind}: exact projections")
     ax.set_xlabel("inner SGD steps k")
-    ax.set_ylabel("distance of final phi to argmin E[D²/2]")
+    ax.set_ylabel(r"distance of final $\phi$ to the optimum")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    legend_below(fig, [ax], ncol=2)
     return fig

@@ -4,6 +4,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from .style import legend_below, panels
+
 LABELS = {"random": "random initialisation", "reptile": "Reptile", "maml": "MAML"}
 COLORS = {"random": "tab:gray", "reptile": "tab:blue", "maml": "tab:orange"}
 STEP_COLORS = ["tab:red", "tab:purple", "tab:blue", "tab:cyan"]
@@ -14,7 +16,7 @@ def adaptation_examples(doc: dict, activation: str | None = None) -> Figure:
     activation = activation or doc["extra"]["main_activation"]
     ex = doc["extra"]["example"][activation]
     inits = [n for n in LABELS if n in ex["predictions"]]
-    fig, axes = plt.subplots(1, len(inits), figsize=(4.2 * len(inits), 3.6), sharey=True)
+    fig, axes = panels(len(inits), 2.8, sharey=True)
     for ax, name in zip(axes, inits):
         ax.plot(ex["x_plot"], ex["y_true"], color="black", lw=2, label="true")
         for color, (steps, pred) in zip(STEP_COLORS, ex["predictions"][name].items()):
@@ -26,17 +28,16 @@ def adaptation_examples(doc: dict, activation: str | None = None) -> Figure:
         ax.set_xlim(-5, 5)
     lim = 1.3 * max(abs(v) for v in ex["y_true"]) + 0.5
     axes[0].set_ylim(-lim, lim)
-    axes[0].set_ylabel("y")
-    axes[-1].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    for ax in axes[::2]:
+        ax.set_ylabel("y")
+    legend_below(fig, axes, ncol=3)
     return fig
 
 
 def loss_curves(doc: dict) -> Figure:
     """Mean grid MSE against adaptation step, with 95% bands over the test tasks, per activation."""
     curves = doc["extra"]["loss_curves"]
-    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 3.8), sharey=True)
-    axes = axes if len(curves) > 1 else [axes]
+    fig, axes = panels(len(curves), 3.2, sharey=True)
     n = doc["metrics"]["mse_after_32_steps_random"]["n_tasks"]
     for ax, (activation, by_init) in zip(axes, curves.items()):
         for name, c in by_init.items():
@@ -46,18 +47,17 @@ def loss_curves(doc: dict) -> Figure:
             ax.plot(steps, c["mean"], color=COLORS[name], label=LABELS[name])
             ax.fill_between(steps, lo, hi, color=COLORS[name], alpha=0.25)
         ax.set_yscale("log")
-        ax.set_xlabel("SGD steps on the 10 points (lr 0.02)")
-        ax.set_title(f"{activation}: mean over {n:,} new tasks, 95% band")
+        ax.set_xlabel("SGD steps on the 10 points")
+        ax.set_title(f"{activation}: mean over {n:,} new tasks")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("MSE on the 50-point grid")
-    axes[0].legend()
-    fig.tight_layout()
+    legend_below(fig, axes)
     return fig
 
 
 def learning_curves(doc: dict) -> Figure:
     """Held-out MSE after 32 adaptation steps during meta-training (every run of the file)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, (ax,) = panels(1, 3.2)
     styles = {"relu": "-", "tanh": ":"}
     for key, h in doc["extra"]["learning_curves"].items():
         algorithm, activation, seed = key.split("_")
@@ -68,6 +68,5 @@ def learning_curves(doc: dict) -> Figure:
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel("held-out MSE after 32 steps")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    legend_below(fig, [ax], ncol=2)
     return fig

@@ -4,6 +4,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from .style import legend_below, panels
+
 NAMES = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile"}
 K_COLORS = {2: "tab:blue", 3: "tab:orange", 4: "tab:green"}
 
@@ -12,7 +14,7 @@ def step_errors(doc: dict) -> Figure:
     """|alpha (E[g] - prediction)| against alpha, log-log: slope 3 with AvgGradInner, 2 without."""
     e = doc["extra"]["expansion"]
     alphas = e["alphas"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    fig, axes = panels(3, 2.9, sharey=True)
     for ax, alg in zip(axes, NAMES):
         for key in e["errors"]:
             a, k = key.split("_k")
@@ -20,27 +22,26 @@ def step_errors(doc: dict) -> Figure:
                 continue
             k = int(k)
             color = K_COLORS.get(k, None)
-            s, _ = e["slopes"][key]
-            s0, _ = e["slopes_zeroth"][key]
-            ax.loglog(alphas, e["errors"][key], "o-", color=color, label=f"k={k}, full formula: slope {s:.2f}")
+            # the fitted slopes are in the chapter's table; the legend stays the same for all panels
+            ax.loglog(alphas, e["errors"][key], "o-", color=color, ms=3, label=f"k={k}, both terms")
             ax.loglog(alphas, e["errors_zeroth"][key], "s--", color=color, alpha=0.5, ms=3,
-                      label=f"k={k}, without AvgGradInner: slope {s0:.2f}")
+                      label=f"k={k}, without AvgGradInner")
         ref = 0.3 * e["errors"][f"{alg}_k2"][0]  # below the data, so the guide stays visible
         ax.loglog(alphas, [ref * (a / alphas[0]) ** 3 for a in alphas], color="black", lw=0.8, ls=":",
                   label=r"$\propto\alpha^3$")
         ax.set_title(NAMES[alg])
         ax.set_xlabel(r"inner step size $\alpha$")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel(r"$\|\alpha\,(E[g] - \mathrm{formula})\|$")
-    fig.tight_layout()
+    for ax in axes[::2]:
+        ax.set_ylabel(r"$\|\alpha\,(E[g] - \mathrm{formula})\|$")
+    legend_below(fig, axes, ncol=3)
     return fig
 
 
 def alignment(doc: dict) -> Figure:
     """Inner product and cosine of different mini-batches' gradients while stepping along each direction."""
     al = doc["extra"]["alignment"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = panels(3, 2.9)
     colors = {"+AvgGradInner": "tab:green", "-AvgGrad": "tab:blue", "random": "tab:gray"}
     for name, rows in al.items():
         steps = range(len(rows["inner_product"]))
@@ -54,7 +55,5 @@ def alignment(doc: dict) -> Figure:
     for ax in axes:
         ax.set_xlabel("normalised steps")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
+    legend_below(fig, axes, ncol=2)
     return fig
