@@ -297,7 +297,17 @@ def _splits(unit: Unit, data_root: str | None):
 
 
 def train_step(config: Config, device: str) -> Callable | None:
-    """The fastest step that computes ``algorithms.meta_step`` for this config (None: that one)."""
+    """The fastest step that computes ``algorithms.meta_step`` for this config (None: that one).
+
+    On a CPU, the released Adam order (``batched=False, adam_carry='sequential'``) of the paper's two
+    networks runs on ``engine.sequential.SequentialMetaStep`` (same results to float rounding, same
+    checkpoints); everything else runs the reference ``meta_step``.
+    """
+    from .engine.sequential import SequentialMetaStep
+
+    if (torch.device(device).type == "cpu" and not config.batched and config.adam_carry == "sequential"
+            and config.model in ("omniglot", "miniimagenet")):
+        return SequentialMetaStep()
     return None
 
 
@@ -319,7 +329,7 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
                   deadline: float | None, progress: bool) -> tuple[dict, int]:
     """Evaluate the trained weights in saved chunks; returns (evaluation state, tasks done now)."""
     from .experiment import eval_generator
-    from .evaluate import evaluate
+    from .evaluate import evaluate_fastest
     from .results import metric_name
     from .tasks import TaskSampler
     from .train import make_learner
@@ -345,7 +355,7 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
             if stop() or (deadline is not None and time.time() > deadline):
                 return ev, done_now
             size = min(EVAL_CHUNK, n - start)
-            acc = evaluate(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
+            acc = evaluate_fastest(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
                            spec.shots, spec.eval_batch, spec.eval_iters, size, chunk=size,
                            replacement=unit.config.replacement)
             for proto, name in names.items():

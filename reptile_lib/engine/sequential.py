@@ -263,49 +263,57 @@ def _batch(net: FlatNet, x: Tensor, dtype: torch.dtype) -> Tensor:
 class SequentialMetaStep:
     """``meta_step`` for ``batched=False, adam_carry='sequential'`` (the released order), fast on a CPU.
 
-    Call it like :func:`reptile_lib.algorithms.meta_step`; returns a ``MetaStepResult`` whose
-    ``params`` and ``state`` are the library's usual dicts (so checkpoints are unchanged).
+    Call it like :func:`reptile_lib.algorithms.meta_step` (it is ``train.meta_train``'s ``step_fn``);
+    returns a ``MetaStepResult`` whose ``params`` and ``state`` are the library's usual dicts, so
+    checkpoints are those of the reference path. A loss that is not ``inner.CrossEntropy`` over one of
+    the paper's networks, or an optimiser this path lacks, runs the reference ``meta_step`` instead.
     """
 
-    def __init__(self, model: nn.Module, opt: InnerOptimizer, reduction: str = "sum"):
-        self.net = FlatNet(model)
-        self.opt, self.reduction = opt, reduction
-        self.loop: TaskLoop | None = None
+    def __init__(self):
+        self._nets: dict[int, FlatNet] = {}
+        self._loops: dict[tuple, TaskLoop] = {}
 
-    def _loop(self, dtype: torch.dtype, device: Any) -> TaskLoop:
-        if self.loop is None or self.loop.p.dtype != dtype or self.loop.p.device != torch.device(device):
-            self.loop = TaskLoop(self.net, self.opt, self.reduction, dtype, device)
-        return self.loop
+    def loop_for(self, loss_fn, opt: InnerOptimizer, ref: Tensor) -> TaskLoop | None:
+        """The flat inner loop for this loss, optimiser, dtype and device (None: not supported)."""
+        model, reduction = getattr(loss_fn, "model", None), getattr(loss_fn, "reduction", None)
+        if model is None or reduction not in ("sum", "mean") or not supports(model, opt):
+            return None
+        key = (id(model), opt, reduction, ref.dtype, ref.device)
+        if key not in self._loops:
+            net = self._nets.setdefault(id(model), FlatNet(model))
+            self._loops[key] = TaskLoop(net, opt, reduction, ref.dtype, ref.device)
+        return self._loops[key]
 
-    def __call__(self, loss_fn, phi: Params, opt: InnerOptimizer, state: OptState, batches: Sequence[tuple[Tensor, Tensor]],
-                 eps: float, weights: Sequence[float], batched: bool = False, adam_carry: str = "sequential"):
-        from ..algorithms import MetaStepResult, is_reptile
+    def __call__(self, loss_fn, phi: Params, opt: InnerOptimizer, state: OptState,
+                 batches: Sequence[tuple[Tensor, Tensor]], eps: float, weights: Sequence[float],
+                 batched: bool = False, adam_carry: str = "sequential"):
+        from ..algorithms import MetaStepResult, is_reptile, meta_step
 
         if batched or adam_carry != "sequential":
-            raise ValueError("the fast sequential step runs batched=False, adam_carry='sequential' (the released order)")
-        if opt != self.opt:
-            raise ValueError(f"this step was built for {self.opt!r}, called with {opt!r}")
+            raise ValueError("the fast sequential step runs batched=False, adam_carry='sequential' (the released "
+                             "order); use algorithms.meta_step for the batched path")
         if len(weights) != len(batches):
             raise ValueError(f"{len(weights)} step weights for {len(batches)} inner steps")
-        ref = phi[self.net.names[0]]
-        loop = self._loop(ref.dtype, ref.device)
-        net = self.net
+        net_first = next(iter(phi.values()))
+        loop = self.loop_for(loss_fn, opt, net_first)
+        if loop is None:
+            return meta_step(loss_fn, phi, opt, state, batches, eps, weights, batched=False, adam_carry="sequential")
+        net = loop.net
         phi_flat = net.to_flat(phi)
         reptile = is_reptile(weights)
         n_tasks, k = batches[0][0].shape[0], len(batches)
         with torch.no_grad():
+            step = None
             if loop.adam:
                 loop.v.copy_(net.to_flat(state["v"]))
                 step = state["step"]
-            else:
-                step = None
             lrs = loop.step_sizes(step, n_tasks * k)
             total = torch.zeros_like(phi_flat)
             upd = None if reptile else torch.empty_like(phi_flat)
-            xs = [_batch(net, x, ref.dtype) for x, _ in batches]   # (T*B, C, H, W) per step
+            xs = [net.images(x.to(phi_flat.dtype)) for x, _ in batches]   # (T*B, C, H, W) per step
             losses = []
             for t in range(n_tasks):
-                loop.p.copy_(phi_flat)
+                loop.p.copy_(phi_flat)    # every task starts from phi, Adam's state from the previous task
                 for i, (x, y) in enumerate(batches):
                     b = x.shape[1]
                     losses.append(loop.grad(xs[i][t * b:(t + 1) * b], y[t]))
@@ -320,7 +328,7 @@ class SequentialMetaStep:
                 new_flat = phi_flat + eps * (total / n_tasks - phi_flat)
             else:        # phi + eps * mean_tau sum_i w_i (phi_{i+1} - phi_i)
                 new_flat = phi_flat + (total / n_tasks) * eps
-            new_state: OptState = {}
+            new_state: OptState = dict(state)
             if loop.adam:
                 new_state = {"step": step + n_tasks * k, "v": net.to_params(loop.v)}
             return MetaStepResult(net.to_params(new_flat), new_state, torch.stack(losses).view(n_tasks, k))
@@ -334,7 +342,6 @@ class TaskEvaluator:
         self.net = FlatNet(model)
         ref = phi[self.net.names[0]]
         self.loop = TaskLoop(self.net, opt, reduction, ref.dtype, ref.device)
-        self.model = model
         self.phi = self.net.to_flat(phi)
         self.v0 = self.net.to_flat(state["v"]) if self.loop.adam else None
         self.step0 = state["step"] if self.loop.adam else None
@@ -357,24 +364,55 @@ class TaskEvaluator:
         """Predicted labels of the queries, (transductive, non-transductive), from the adapted weights."""
         w = [t.detach() for t in self.loop.leaves]
         net = self.net
-        trans = net.logits(w, net.images(query_x)).argmax(-1)
-        # each query in a batch of the whole support set plus that query, all batches in one pass
+        trans = net.logits(w, net.images(query_x)).argmax(-1)    # all queries in one batch
+        # each query in a batch of the whole support set plus that query (last), all batches in one pass
         q, s = query_x.shape[0], support_x.shape[0]
         support = support_x.reshape(1, s, *support_x.shape[1:]).expand(q, *support_x.shape)
         both = torch.cat([support, query_x.reshape(q, 1, *query_x.shape[1:])], 1)     # (Q, S+1, ...)
         nontrans = net.logits(w, net.images(both), groups=q).view(q, s + 1, -1)[:, -1].argmax(-1)
         return trans, nontrans
 
+    def __call__(self, tasks) -> dict[str, Tensor]:
+        """Per-task accuracy of a chunk of :class:`~reptile_lib.tasks.EvalTasks`, as ``evaluate.evaluate_tasks``."""
+        dtype = self.phi.dtype
+        n = tasks.query_y.shape[0]
+        trans, nontrans = torch.zeros(n, dtype=torch.float32), torch.zeros(n, dtype=torch.float32)
+        batches = [(x.to(dtype), y) for x, y in tasks.batches()]
+        with torch.no_grad():
+            for t in range(n):
+                self.adapt([(x[t], y[t]) for x, y in batches])
+                tr, nt = self.predict(tasks.support_x[t].to(dtype), tasks.query_x[t].to(dtype))
+                trans[t] = (tr == tasks.query_y[t]).float().mean()
+                nontrans[t] = (nt == tasks.query_y[t]).float().mean()
+        return {"transductive": trans, "nontransductive": nontrans}
 
-def evaluate_tasks(evaluator: TaskEvaluator, tasks) -> dict[str, Tensor]:
-    """Per-task accuracy of a chunk of :class:`~reptile_lib.tasks.EvalTasks`: as ``evaluate.evaluate_tasks``."""
-    dtype = evaluator.phi.dtype
-    trans, nontrans = [], []
-    batches = tasks.batches()
-    with torch.no_grad():
-        for t in range(tasks.query_y.shape[0]):
-            evaluator.adapt([(x[t].to(dtype), y[t]) for x, y in batches])
-            tr, nt = evaluator.predict(tasks.support_x[t].to(dtype), tasks.query_x[t].to(dtype))
-            trans.append((tr == tasks.query_y[t]).float().mean())
-            nontrans.append((nt == tasks.query_y[t]).float().mean())
-    return {"transductive": torch.stack(trans), "nontransductive": torch.stack(nontrans)}
+
+def supports_evaluation(model: nn.Module, loss_fn, opt: InnerOptimizer, device: Any = "cpu") -> bool:
+    """Whether :func:`sequential_evaluate` computes ``evaluate.evaluate`` here (the paper's networks, Adam with
+    beta1 = 0 or SGD, the classification loss, a CPU; a GPU is faster with many tasks at once)."""
+    return (torch.device(device).type == "cpu" and supports(model, opt)
+            and getattr(loss_fn, "model", None) is model and getattr(loss_fn, "reduction", None) in ("sum", "mean"))
+
+
+def sequential_evaluate(model: nn.Module, loss_fn, phi: Params, opt: InnerOptimizer, state: OptState, sampler,
+                        shots: int, eval_batch: int, eval_iters: int, n_tasks: int, chunk: int = 100,
+                        replacement: bool = False, progress: bool = False) -> dict[str, Tensor]:
+    """:func:`reptile_lib.evaluate.evaluate` one task at a time on flat buffers (Section 7 protocol).
+
+    Draws exactly the reference's tasks (``sampler.eval_tasks`` chunk by chunk, same chunk sizes) and
+    returns the same per-task accuracies, both protocols from one adaptation per task.
+    """
+    if not supports_evaluation(model, loss_fn, opt, next(iter(phi.values())).device):
+        raise TypeError("sequential_evaluate needs OmniglotNet or MiniImageNetNet with inner.CrossEntropy, Adam "
+                        "(beta1 = 0) or SGD, on a CPU; use evaluate.evaluate")
+    evaluator = TaskEvaluator(model, opt, phi, state, loss_fn.reduction)
+    out: dict[str, list[Tensor]] = {"transductive": [], "nontransductive": []}
+    chunks = range(0, n_tasks, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+        chunks = tqdm(chunks, desc=f"eval {shots}-shot", unit="chunk", leave=False)
+    for start in chunks:
+        tasks = sampler.eval_tasks(min(chunk, n_tasks - start), shots, eval_batch, eval_iters, replacement)
+        for k, v in evaluator(tasks).items():
+            out[k].append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
