@@ -23,7 +23,8 @@ def test_gpu_job_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
     doc = json.loads((tmp_path / "bench-cuda.json").read_text())
     assert {"device", "torch", "commit", "date", "settings", "configs", "eval", "threads"} <= set(doc)
     paths = doc["configs"]["omniglot_5way"]["paths"]
-    assert set(paths) == {"serial", "reference_batched", "engine_eager", "runs2"}
+    assert set(paths) == {"serial", "reference_batched", "reference_sequential", "engine_sequential", "engine_eager",
+                          "runs2"}
     for name, p in paths.items():
         assert p["ms_per_iter"] > 0 and len(p["repeats_ms"]) == 2, name
         assert p["aten_ops_per_iter"] > 0
@@ -35,6 +36,9 @@ def test_gpu_job_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
     assert agree["max_abs"] < 1e-6 and agree["finite"]
     assert doc["eval"]["tasks_timed"] == 3 and doc["eval"]["engine_s"] > 0 and doc["eval"]["extrapolated"]
     assert doc["eval"]["same_per_task_accuracy_fraction"] == 1.0
+    assert doc["eval"]["sequential_s"] > 0 and doc["eval"]["same_per_task_accuracy_fraction_sequential"] == 1.0
+    seq = doc["configs"]["omniglot_5way"]["agreement_sequential"]
+    assert seq["max_abs"] < 1e-5, seq
     assert "ms/iter" in (tmp_path / "bench.log").read_text()
 
 
