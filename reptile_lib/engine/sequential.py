@@ -166,8 +166,7 @@ class FlatNet:
                 else:  # TensorFlow 'same', stride 2 on an even size: the extra zero at the bottom/right
                     h = F.conv2d(_pad(h, top, bottom, left, right), wt, b, layer.stride)
             elif layer.kind == "norm" and groups == 1:
-                h = F.batch_norm(h, None, None, p[layer.prefix + "weight"], p[layer.prefix + "bias"], True, 0.0,
-                                 layer.eps)
+                h = _BatchNorm.apply(h, p[layer.prefix + "weight"], p[layer.prefix + "bias"], layer.eps)
             elif layer.kind == "norm":   # statistics per group of consecutive images (no autograd needed)
                 h = _group_norm_stats(h, groups, p[layer.prefix + "weight"], p[layer.prefix + "bias"], layer.eps)
             elif layer.kind == "relu":
@@ -176,6 +175,33 @@ class FlatNet:
                 h = F.max_pool2d(h, *layer.pool)
         feats = h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)   # (B, h*w*C): a view of channels_last
         return F.linear(feats, p["classifier.weight"], p["classifier.bias"])
+
+
+class _BatchNorm(torch.autograd.Function):
+    """Batch normalisation on the batch's statistics, for channels_last activations, as precise as on NCHW.
+
+    PyTorch's channels_last CPU kernel gathers the statistics in a way that loses about ten times more
+    float32 precision (measured: 3e-5 against 2e-6 on a batch whose mean is far from 0), which the
+    inner Adam steps carry into the weights. Here the statistics are ``var_mean`` over the (N*H*W, C)
+    view, the normalisation and the backward are PyTorch's kernels given those statistics.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        h = h.contiguous(memory_format=torch.channels_last)
+        var, mean = torch.var_mean(h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]), 0, correction=0)
+        out = F.batch_norm(h, mean, var, weight, bias, False, 0.0, eps)
+        ctx.save_for_backward(h, weight, mean, torch.rsqrt(var + eps))
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        h, weight, mean, invstd = ctx.saved_tensors
+        dh, dw, db = torch.ops.aten.native_batch_norm_backward(
+            g.contiguous(memory_format=torch.channels_last), h, weight, None, None, mean, invstd, True, ctx.eps,
+            [ctx.needs_input_grad[0], True, True])
+        return dh, dw, db, None
 
 
 def _group_norm_stats(h: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
