@@ -182,14 +182,17 @@ class _BatchNorm(torch.autograd.Function):
 
     PyTorch's channels_last CPU kernel gathers the statistics in a way that loses about ten times more
     float32 precision (measured: 3e-5 against 2e-6 on a batch whose mean is far from 0), which the
-    inner Adam steps carry into the weights. Here the statistics are ``var_mean`` over the (N*H*W, C)
-    view, the normalisation and the backward are PyTorch's kernels given those statistics.
+    inner Adam steps carry into the weights. Here the statistics take two passes over the (N*H*W, C)
+    view (the mean, then the mean squared deviation; ``var_mean`` over that axis was 5x slower), the
+    normalisation and the backward are PyTorch's kernels given those statistics.
     """
 
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
         h = h.contiguous(memory_format=torch.channels_last)
-        var, mean = torch.var_mean(h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]), 0, correction=0)
+        rows = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+        mean = rows.mean(0)
+        var = torch.sub(rows, mean).square_().mean(0)
         out = F.batch_norm(h, mean, var, weight, bias, False, 0.0, eps)
         ctx.save_for_backward(h, weight, mean, torch.rsqrt(var + eps))
         ctx.eps = eps
