@@ -287,11 +287,11 @@ def run_cost_rows(doc: dict, path: str = "engine_sequential", eval_tasks: int = 
 
     Training: the config's meta-iterations x the path's ms per meta-iteration. Evaluation: ``eval_tasks``
     tasks (10,000 test + 2,000 train, as ``runs/plan.toml``) for each of the config's two eval settings,
-    at the timed setting's seconds per task (5-way 1-shot for the 5-way configs, 20-way 5-shot for 20-way).
+    at the seconds per task of the setting timed for that config (Omniglot 5-way 1-shot, 20-way 5-shot).
     """
     from .configs import PAPER_CONFIGS
 
-    timed = {5: doc.get("eval", {}), 20: doc.get("eval_20way_5shot", {})}
+    timed = {e["config"]: e for e in (doc.get("eval"), doc.get("eval_20way_5shot")) if e and "config" in e}
     rows = []
     for name, entry in doc.get("configs", {}).items():
         p = entry.get("paths", {}).get(path, {})
@@ -299,8 +299,8 @@ def run_cost_rows(doc: dict, path: str = "engine_sequential", eval_tasks: int = 
             continue
         config = PAPER_CONFIGS[name]
         train_h = config.meta_iters * p["ms_per_iter"] / 1000 / 3600
-        ev = timed.get(config.classes, {})
-        per_10000 = ev.get("sequential_s_per_10000") if ev.get("ways") == config.classes else None
+        ev = timed.get(name, {})   # an evaluation timed on this config's network and ways
+        per_10000 = ev.get("sequential_s_per_10000")
         eval_h = None if per_10000 is None else len(config.evals) * eval_tasks * per_10000 / 10_000 / 3600
         rows.append({"config": name, "meta-iterations": config.meta_iters, "ms / meta-iteration": round(p["ms_per_iter"], 1),
                      "training hours": round(train_h, 1),
