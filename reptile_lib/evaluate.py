@@ -79,18 +79,3 @@ def evaluate(model: nn.Module, loss_fn: LossFn, phi: Params, opt: InnerOptimizer
         for k, v in evaluate_tasks(model, loss_fn, phi, opt, state, tasks).items():
             out[k].append(v.cpu())
     return {k: torch.cat(v) for k, v in out.items()}
-
-
-def evaluate_fastest(model: nn.Module, loss_fn: LossFn, phi: Params, opt: InnerOptimizer, state: OptState,
-                     sampler: TaskSampler, shots: int, eval_batch: int, eval_iters: int, n_tasks: int,
-                     chunk: int = 100, replacement: bool = False, progress: bool = False) -> dict[str, Tensor]:
-    """:func:`evaluate` (Section 7), computed by the fastest path that computes it here: on a CPU, the
-    paper's networks one task at a time on flat buffers (``engine.sequential``); otherwise :func:`evaluate`.
-    Same tasks (same sampler calls), same per-task accuracies."""
-    from .engine.sequential import sequential_evaluate, supports_evaluation
-
-    if supports_evaluation(model, loss_fn, opt, next(iter(phi.values())).device):
-        return sequential_evaluate(model, loss_fn, phi, opt, state, sampler, shots, eval_batch, eval_iters, n_tasks,
-                                   chunk, replacement, progress)
-    return evaluate(model, loss_fn, phi, opt, state, sampler, shots, eval_batch, eval_iters, n_tasks, chunk,
-                    replacement, progress)

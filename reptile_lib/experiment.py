@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from .configs import Config
-from .evaluate import evaluate_fastest
+from .evaluate import evaluate
 from .optim import map_state
 from .results import config_hash, metric_name, provenance, summarize, write_results
 from .tasks import ClassDataset, TaskSampler
@@ -71,10 +71,10 @@ def evaluate_model(config: Config, learner: Learner, params: dict, opt_state: di
     data = data.to(device)
     for spec in config.evals:
         sampler = TaskSampler(data, config.classes, eval_generator(seed, split, spec.shots, device))
-        if engine == "reference":  # on a CPU the paper's networks take the fast sequential path (same results)
-            acc = evaluate_fastest(learner.model, learner.loss_fn, params, learner.opt, opt_state, sampler, spec.shots,
-                                   spec.eval_batch, spec.eval_iters, n_tasks or config.eval_samples, chunk,
-                                   config.replacement, progress)
+        if engine == "reference":
+            acc = evaluate(learner.model, learner.loss_fn, params, learner.opt, opt_state, sampler, spec.shots,
+                           spec.eval_batch, spec.eval_iters, n_tasks or config.eval_samples, chunk,
+                           config.replacement, progress)
         else:
             from .engine import fast_evaluate
             acc = fast_evaluate(learner.model, learner.loss_fn, params, learner.opt, opt_state, sampler, spec.shots,

@@ -329,7 +329,7 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
                   deadline: float | None, progress: bool) -> tuple[dict, int]:
     """Evaluate the trained weights in saved chunks; returns (evaluation state, tasks done now)."""
     from .experiment import eval_generator
-    from .evaluate import evaluate_fastest
+    from .evaluate import evaluate
     from .results import metric_name
     from .tasks import TaskSampler
     from .train import make_learner
@@ -355,7 +355,7 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
             if stop() or (deadline is not None and time.time() > deadline):
                 return ev, done_now
             size = min(EVAL_CHUNK, n - start)
-            acc = evaluate_fastest(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
+            acc = evaluate(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
                            spec.shots, spec.eval_batch, spec.eval_iters, size, chunk=size,
                            replacement=unit.config.replacement)
             for proto, name in names.items():

@@ -18,7 +18,7 @@ from torch import nn
 
 from .algorithms import meta_step, meta_step_size
 from .configs import Config
-from .evaluate import Accuracy, evaluate_fastest
+from .evaluate import Accuracy, evaluate
 from .inner import LossFn, classification_loss
 from .models import build_model, init_params
 from .optim import InnerOptimizer, OptState, make_optimizer, map_state
@@ -126,9 +126,9 @@ def monitor(config: Config, learner: Learner, state: TrainState, splits: dict[st
                                                          iteration, config.meta_iters)}
     for split, data in splits.items():
         sampler = TaskSampler(data, config.classes, state.generators["monitor"])
-        acc = evaluate_fastest(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
-                               spec.shots, spec.eval_batch, spec.eval_iters, config.eval_interval_tasks,
-                               chunk=config.eval_interval_tasks, replacement=config.replacement)
+        acc = evaluate(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
+                       spec.shots, spec.eval_batch, spec.eval_iters, config.eval_interval_tasks,
+                       chunk=config.eval_interval_tasks, replacement=config.replacement)
         for proto, v in acc.items():
             point[f"{split}_{proto}"] = float(v.mean())
             point[f"{split}_{proto}_ci95"] = Accuracy.of(v).ci95  # 95% interval over those tasks (curve bands)
