@@ -57,7 +57,12 @@ for path in bench_files:
 # task left) on flat buffers, one task at a time, with `channels_last` activations: on a CPU the
 # convolutions are the work, and batching tasks buys little, while the memory layout buys a lot.
 # `reference_sequential` is the library's own computation of the same order
-# (`meta_step(batched=False, adam_carry="sequential")`), which the fast path equals to float rounding.
+# (`meta_step(batched=False, adam_carry="sequential")`), which the fast path equals to float rounding
+# (checked in float64 by `tests/test_sequential.py`; in float32 it is as close to the float64
+# result as the reference is). The paper-scale queue trains the released order with it on a CPU.
+# Evaluation stays on the reference `evaluate`: its steps are batches of 5-20 images, where
+# running 100 tasks per operation under `vmap` amortises each operation's overhead, and the
+# one-task-at-a-time evaluator (`sequential` below) measured no faster.
 #
 # On a CPU the batched paths differ little: the work is in the convolutions, not in launching operations.
 # The engine's point is the GPU, where a meta-iteration of these small networks is hundreds of tiny
