@@ -44,7 +44,7 @@ for path in bench_files:
             display(Markdown(
                 f"Evaluation of 10,000 tasks ({e['ways']}-way {e['shots']}-shot, {e['eval_iters']} steps, both protocols "
                 f"from one adaptation), seconds: library {e.get('reference_s_per_10000', '—')}, engine "
-                f"{e.get('engine_s_per_10000', '—')}, sequential (one task at a time, what the CPU queue runs) "
+                f"{e.get('engine_s_per_10000', '—')}, sequential (one task at a time) "
                 f"{e.get('sequential_s_per_10000', '—')}" + (f" (extrapolated from {e['tasks_timed']} tasks)"
                                                              if e.get("extrapolated") else "") + "."))
     if "engine_sequential" in json.dumps(doc):
