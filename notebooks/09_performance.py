@@ -48,8 +48,9 @@ for path in bench_files:
                 f"{e.get('sequential_s_per_10000', '—')}" + (f" (extrapolated from {e['tasks_timed']} tasks)"
                                                              if e.get("extrapolated") else "") + "."))
     if "engine_sequential" in json.dumps(doc):
-        display(Markdown("What each paper-scale run costs on this machine, on the path the CPU queue trains and "
-                         "evaluates with (`engine_sequential`; 10,000 test + 2,000 train tasks per eval setting):"))
+        display(Markdown("What each paper-scale run costs at the speed of this file (so at its recorded load): "
+                         "training on `engine_sequential` (what the CPU queue trains with), evaluation at the "
+                         "`sequential` evaluator's seconds per task, 10,000 test + 2,000 train tasks per eval setting:"))
         display(book.table(book.run_cost_rows(doc)))
 
 # %% [markdown]
