@@ -6,15 +6,16 @@ task left, takes k inner steps, and phi <- phi + eps * (mean adapted - phi) (or,
 phi + eps * mean_tau sum_i w_i (phi_{i+1} - phi_i)). Only the layout of the arithmetic differs:
 
 - one network, one task at a time: on a CPU, batching tasks (grouped convolutions) buys little,
-  while per-layer memory layout buys a lot, so activations are ``channels_last`` throughout and
+  while the memory layout buys some, so activations are ``channels_last`` throughout and
   the parameters live in one flat vector in the layout the kernels want (convolution kernels as
   (out, kh, kw, in), the dense layer's columns in (h, w, channels) order), so no reorder is paid;
 - TensorFlow's 'same' padding of stride-2 convolutions (one zero row/column at the bottom/right)
   is a padding whose backward hands a contiguous gradient to the next layer's ReLU backward
   (a strided one makes that kernel several times slower);
+- batch statistics gathered in two passes (PyTorch's channels_last BatchNorm loses float32 precision);
 - Adam (beta1 = 0) or SGD on the flat vector: a handful of in-place kernels per inner step.
 
-The same single-task inner loop serves the evaluation (:func:`evaluate_tasks`): every task adapts
+The same single-task inner loop serves an evaluation (:func:`sequential_evaluate`): every task adapts
 from the trained phi and Adam state (restored after the task), then predicts its queries under
 both protocols, as ``evaluate.evaluate`` does.
 """
@@ -283,10 +284,6 @@ class TaskLoop:
         else:
             torch.mul(g, -lr_t, out=out)
             self.p.add_(out)
-
-
-def _batch(net: FlatNet, x: Tensor, dtype: torch.dtype) -> Tensor:
-    return net.images(x.to(dtype))
 
 
 class SequentialMetaStep:
