@@ -9,6 +9,9 @@ the 84-pixel Mini-ImageNet net; meta-batch 5) on synthetic data of the real shap
 
 - ``serial``            one task at a time, ``nn.Module`` + ``torch.optim.Adam`` (the usual port; ``engine.serial``)
 - ``reference_batched`` the library's reference path: ``algorithms.meta_step``, vmap over tasks, dict parameters
+- ``reference_sequential``  ``meta_step(batched=False, adam_carry='sequential')``: the released Adam order
+- ``engine_sequential`` the released order on flat buffers, one task at a time, channels_last (``engine.sequential``;
+  what the queue trains with on a CPU)
 - ``engine_eager``      ``engine.MetaStepRunner`` run eagerly (flat buffers, batched networks)
 - ``engine_graph``      the same captured as one CUDA graph per meta-iteration (CUDA only)
 - ``engine_graph_fused_adam``  plus the Adam update compiled into one kernel (CUDA only, ``--fuse-adam``)
@@ -41,11 +44,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from reptile_lib.algorithms import meta_step, meta_step_size  # noqa: E402
-from reptile_lib.configs import MINIIMAGENET_5WAY, OMNIGLOT_5WAY, OMNIGLOT_20WAY, Config  # noqa: E402
+from reptile_lib.configs import CIFAR_FS_5WAY, MINIIMAGENET_5WAY, OMNIGLOT_5WAY, OMNIGLOT_20WAY, Config  # noqa: E402
 from reptile_lib.engine.counting import count_cuda_kernels, count_ops  # noqa: E402
 from reptile_lib.engine.evaluate import default_eval_chunk, fast_evaluate  # noqa: E402
 from reptile_lib.engine.runner import MetaStepRunner, eps_schedule  # noqa: E402
 from reptile_lib.engine.sampling import TaskShape  # noqa: E402
+from reptile_lib.engine.sequential import SequentialMetaStep, sequential_evaluate  # noqa: E402
 from reptile_lib.engine.serial import SerialReptile  # noqa: E402
 from reptile_lib.evaluate import evaluate  # noqa: E402
 from reptile_lib.models import init_params  # noqa: E402
@@ -55,9 +59,14 @@ from reptile_lib.tasks import ClassDataset, TaskSampler  # noqa: E402
 from reptile_lib.train import make_learner  # noqa: E402
 
 CONFIGS: dict[str, Config] = {"omniglot_5way": OMNIGLOT_5WAY, "omniglot_20way": OMNIGLOT_20WAY,
-                              "miniimagenet_5way": MINIIMAGENET_5WAY}
+                              "miniimagenet_5way": MINIIMAGENET_5WAY, "cifar_fs_5way": CIFAR_FS_5WAY}
+CPU_CONFIGS = ("omniglot_5way", "omniglot_20way", "cifar_fs_5way")   # the paper-scale runs of this project's CPU queue
 # Synthetic stand-ins with the real shapes: (classes, images per class, channels, size, dtype, scale)
-DATA = {"omniglot": (4800, 20, 1, 28, torch.bool, 1.0), "miniimagenet": (64, 60, 3, 84, torch.uint8, 255.0)}
+DATA = {"omniglot": (4800, 20, 1, 28, torch.bool, 1.0), "miniimagenet": (64, 60, 3, 84, torch.uint8, 255.0),
+        "cifar_fs": (64, 600, 3, 32, torch.uint8, 255.0)}
+# The CPU targets at 2 threads on a quiet machine (ms per meta-iteration of engine_sequential; eval s per 10,000 tasks)
+CPU_TARGETS = {"omniglot_5way": 35.0, "omniglot_20way": 130.0, "cifar_fs_5way": 90.0}
+CPU_EVAL_TARGETS = {"omniglot_5way": 300.0, "omniglot_20way": 1200.0}
 LAUNCH_US = 2.5  # the issue's launch-to-launch latency per kernel inside a CUDA graph on the H100
 # Issue 5's targets on the H100 (ms per meta-iteration unless said otherwise)
 TARGETS = {"omniglot_5way": 1.0, "omniglot_20way": 2.5, "miniimagenet_5way": 6.0}
@@ -70,8 +79,12 @@ def smoke_config(config: Config) -> Config:
     return dataclasses.replace(config, meta_batch=2, inner_iters=2, inner_batch=5, train_shots=5, evals=evals)
 
 
+def data_kind(config: Config) -> str:
+    return "cifar_fs" if config.dataset == "cifar_fs" else config.model
+
+
 def synthetic(config: Config, device) -> ClassDataset:
-    classes, per_class, ch, size, dtype, scale = DATA[config.model]
+    classes, per_class, ch, size, dtype, scale = DATA[data_kind(config)]
     g = torch.Generator().manual_seed(0)
     if dtype == torch.bool:
         images = torch.rand(classes, per_class, ch, size, size, generator=g) < 0.8
@@ -89,6 +102,7 @@ def sync(device) -> None:
 class Path_:
     def __init__(self, name: str, iters: int):
         self.name, self.iters, self.times, self.info = name, iters, [], {}
+        self.cpu_times: list[float] = []   # process CPU time (all threads) per iteration
 
     def setup(self): ...
 
@@ -122,9 +136,11 @@ class Serial(Path_):
 
 
 class Reference(Path_):
-    def __init__(self, config, data, device, iters):
-        super().__init__("reference_batched", iters)
+    def __init__(self, config, data, device, iters, sequential=False):
+        super().__init__("reference_sequential" if sequential else "reference_batched", iters)
         self.config, self.data, self.device = config, data, device
+        self.sequential = sequential
+        self.step = meta_step
 
     def setup(self):
         c = self.config
@@ -139,10 +155,20 @@ class Reference(Path_):
         c, l = self.config, self.learner
         for _ in range(n):
             batches = self.sampler.train_batches(c.meta_batch, c.train_shots, c.inner_batch, c.inner_iters)
-            r = meta_step(l.loss_fn, self.phi, l.opt, self.state, batches,
-                          meta_step_size(c.meta_step, c.meta_step_final, self.i, c.meta_iters), c.weights)
+            r = self.step(l.loss_fn, self.phi, l.opt, self.state, batches,
+                          meta_step_size(c.meta_step, c.meta_step_final, self.i, c.meta_iters), c.weights,
+                          **({"batched": False, "adam_carry": "sequential"} if self.sequential else {}))
             self.phi, self.state = r.params, r.state
             self.i += 1
+
+
+class Sequential(Reference):
+    """The released Adam order on ``engine.sequential`` (what ``reproduce.train_step`` returns on a CPU)."""
+
+    def __init__(self, config, data, device, iters):
+        super().__init__(config, data, device, iters, sequential=True)
+        self.name = "engine_sequential"
+        self.step = SequentialMetaStep()
 
 
 class Engine(Path_):
@@ -201,10 +227,11 @@ def time_paths(paths, device, repeats, warmup, log, deadline):
                 continue
             try:
                 sync(device)
-                t = time.perf_counter()
+                t, c0 = time.perf_counter(), time.process_time()
                 p.run(p.iters)
                 sync(device)
                 p.times.append(1000 * (time.perf_counter() - t) / p.iters)
+                p.cpu_times.append(1000 * (time.process_time() - c0) / p.iters)
             except Exception as e:
                 p.info["error"] = f"{type(e).__name__}: {e}"
                 log(f"  {p.name}: FAILED: {p.info['error']}")
@@ -281,9 +308,37 @@ def agreement(config, data, device, iters=5):
     return out
 
 
-def time_eval(config, data, device, n_tasks, engine, log, repeats=2):
-    """10,000-task evaluation (5-way 1-shot, 50 steps): reference ``evaluate`` and ``fast_evaluate``."""
-    spec = config.evals[0]
+def agreement_sequential(config, data, device, iters=2):
+    """``engine_sequential`` against ``meta_step(batched=False, adam_carry='sequential')`` from the same warm
+    Adam state and tasks (the default dtype; the tests check the same in float64)."""
+    c = config
+    learner = make_learner(c, data.image_shape, device)
+    phi = {k: v.to(device) for k, v in init_params(learner.model, torch.Generator().manual_seed(0)).items()}
+    warm = ({} if c.sgd else {"step": torch.tensor(1000.0, device=device),
+                              "v": {k: torch.full_like(v, 1e-6) for k, v in phi.items()}})
+    fast = SequentialMetaStep()
+    out = {"iters": iters, "state": "warm Adam (step 1000, v = 1e-6)",
+           "compared": "engine_sequential vs meta_step(batched=False, adam_carry='sequential')"}
+    sampler = TaskSampler(data, c.classes, torch.Generator(device).manual_seed(3))
+    a, b, sa, sb = phi, phi, warm, warm
+    for i in range(iters):
+        batches = sampler.train_batches(c.meta_batch, c.train_shots, c.inner_batch, c.inner_iters)
+        eps = meta_step_size(c.meta_step, c.meta_step_final, i, c.meta_iters)
+        ra = fast(learner.loss_fn, a, learner.opt, sa, batches, eps, c.weights)
+        rb = meta_step(learner.loss_fn, b, learner.opt, sb, batches, eps, c.weights, batched=False,
+                       adam_carry="sequential")
+        a, b, sa, sb = ra.params, rb.params, ra.state, rb.state
+    fa, fb = torch.cat([a[k].reshape(-1) for k in a]), torch.cat([b[k].reshape(-1) for k in b])
+    d = (fa - fb).abs()
+    out.update(max_abs=float(d.max()), rel_l2=float(d.norm() / fb.norm()), dtype=str(fa.dtype))
+    return out
+
+
+def time_eval(config, data, device, n_tasks, engine, log, repeats=2, names=("reference", "engine", "sequential"),
+              spec_index=0):
+    """10,000-task evaluation (the config's ``evals[spec_index]``): reference ``evaluate``, ``fast_evaluate``
+    (``engine``) and, on a CPU, ``engine.sequential.sequential_evaluate`` (``sequential``)."""
+    spec = config.evals[spec_index]
     learner = make_learner(config, data.image_shape, device)
     phi = {k: v.to(device) for k, v in init_params(learner.model, torch.Generator().manual_seed(0)).items()}
     state = learner.opt.init(phi)
@@ -295,7 +350,12 @@ def time_eval(config, data, device, n_tasks, engine, log, repeats=2):
     runs = {"reference": lambda s, n: evaluate(learner.model, learner.loss_fn, phi, learner.opt, state, s, spec.shots,
                                                spec.eval_batch, spec.eval_iters, n, chunk=100),
             "engine": lambda s, n: fast_evaluate(learner.model, learner.loss_fn, phi, learner.opt, state, s, spec.shots,
-                                                 spec.eval_batch, spec.eval_iters, n, chunk=chunk, engine=engine)}
+                                                 spec.eval_batch, spec.eval_iters, n, chunk=chunk, engine=engine),
+            "sequential": lambda s, n: sequential_evaluate(learner.model, learner.loss_fn, phi, learner.opt, state, s,
+                                                           spec.shots, spec.eval_batch, spec.eval_iters, n, chunk=100)}
+    if device.type != "cpu":
+        names = [n for n in names if n != "sequential"]
+    runs = {k: v for k, v in runs.items() if k in names}
     accs, times = {}, {name: [] for name in runs}
     for name, fn in runs.items():  # warm-up: one chunk (on CUDA the engine captures a graph in each call)
         try:
@@ -322,9 +382,11 @@ def time_eval(config, data, device, n_tasks, engine, log, repeats=2):
             log(f"  eval {name}: {n_tasks} tasks in {s:.2f} s ({s * 10000 / n_tasks:.1f} s per 10,000), "
                 f"median of {len(ts)}")
     out["extrapolated"] = n_tasks != 10000
-    if len(accs) == 2:
-        a, b = accs["reference"]["nontransductive"], accs["engine"]["nontransductive"]
-        out["same_per_task_accuracy_fraction"] = float((a == b).float().mean())
+    for name in ("engine", "sequential"):
+        if "reference" in accs and name in accs:
+            a, b = accs["reference"]["nontransductive"], accs[name]["nontransductive"]
+            key = "same_per_task_accuracy_fraction" + ("" if name == "engine" else "_sequential")
+            out[key] = float((a == b).float().mean())
     return out
 
 
@@ -333,13 +395,23 @@ def summarize(path):
     if path.times:
         d.update(ms_per_iter=round(statistics.median(path.times), 4), repeats_ms=[round(t, 4) for t in path.times],
                  iters_per_repeat=path.iters)
+        if path.cpu_times:
+            d["cpu_ms_per_iter"] = round(statistics.median(path.cpu_times), 4)
     return d
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS),
+                    help="default: Omniglot 5/20-way and Mini-ImageNet on CUDA; Omniglot 5/20-way and CIFAR-FS on a CPU")
+    ap.add_argument("--paths", nargs="+", default=None,
+                    help="only these training paths (serial, reference_batched, reference_sequential, engine_eager, "
+                         "engine_sequential, engine_graph, runsN)")
+    ap.add_argument("--eval-paths", nargs="+", default=["reference", "engine", "sequential"],
+                    choices=["reference", "engine", "sequential"], help="evaluations timed")
+    ap.add_argument("--eval-configs", nargs="+", default=["omniglot_5way"], choices=["omniglot_5way", "omniglot_20way"],
+                    help="evaluations timed: omniglot_5way (1-shot) and omniglot_20way (5-shot)")
     ap.add_argument("--quick", action="store_true", help="few iterations (the default on a CPU)")
     ap.add_argument("--full", action="store_true", help="the GPU's iteration counts even on a CPU")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per path (default 5 on CUDA, 3 quick)")
@@ -400,7 +472,8 @@ def main(argv=None) -> int:
         atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
 
     doc["settings"]["smoke"] = args.smoke
-    for name in args.configs:
+    configs = args.configs or (["omniglot_5way", "omniglot_20way", "miniimagenet_5way"] if cuda else list(CPU_CONFIGS))
+    for name in configs:
         config = smoke_config(CONFIGS[name]) if args.smoke else CONFIGS[name]
         log(f"== {name}: {config.classes}-way, {config.meta_batch} tasks x {config.inner_iters} steps x "
             f"{config.inner_batch} images, lr {config.learning_rate} ({'SGD' if config.sgd else 'Adam'})")
@@ -409,6 +482,9 @@ def main(argv=None) -> int:
         if not args.no_serial:
             paths.append(Serial(config, data, device, iters("serial", config)))
         paths.append(Reference(config, data, device, iters("eager", config)))
+        if not cuda:  # the released Adam order: the reference and the fast path the CPU queue trains with
+            paths.append(Reference(config, data, device, iters("eager", config), sequential=True))
+            paths.append(Sequential(config, data, device, iters("eager", config)))
         paths.append(Engine("engine_eager", config, data, device, iters("eager", config), "eager"))
         if cuda:
             paths.append(Engine("engine_graph", config, data, device, iters("graph", config), "graph"))
@@ -419,10 +495,12 @@ def main(argv=None) -> int:
             for r in runs:
                 paths.append(Engine(f"runs{r}", config, data, device, iters("graph" if cuda else "eager", config),
                                     "graph" if cuda else "eager", runs=r))
+        if args.paths:
+            paths = [p for p in paths if p.name in args.paths]
         time_paths(paths, device, repeats, warmup=1 if quick else 3, log=log, deadline=deadline)
         entry = {"hyper": {k: getattr(config, k) for k in ("classes", "train_shots", "inner_batch", "inner_iters",
                                                            "meta_batch", "learning_rate", "sgd", "meta_step")},
-                 "data": f"synthetic {DATA[config.model][:4]} (classes, per class, channels, size)", "paths": {}}
+                 "data": f"synthetic {DATA[data_kind(config)][:4]} (classes, per class, channels, size)", "paths": {}}
         for p in paths:
             entry["paths"][p.name] = summarize(p)
             if p.times:
@@ -434,6 +512,12 @@ def main(argv=None) -> int:
         if serial:
             entry["speedup_vs_serial"] = {k: round(serial / v["ms_per_iter"], 2) for k, v in entry["paths"].items()
                                           if "ms_per_iter" in v}
+        if any(p.name == "engine_sequential" and p.times for p in paths):
+            try:
+                entry["agreement_sequential"] = agreement_sequential(config, data, device)
+            except Exception as e:
+                entry["agreement_sequential"] = {"error": f"{type(e).__name__}: {e}"}
+                traceback.print_exc()
         try:
             entry["agreement"] = agreement(config, data, device, iters=3 if quick else 5)
             a = entry["agreement"]
@@ -445,10 +529,21 @@ def main(argv=None) -> int:
         doc["configs"][name] = entry
         save()
     if not args.no_eval:
-        log(f"== evaluation: {eval_tasks} tasks, omniglot 5-way 1-shot, 50 steps")
-        ev = smoke_config(OMNIGLOT_5WAY) if args.smoke else OMNIGLOT_5WAY
-        doc["eval"] = time_eval(ev, synthetic(ev, device), device, eval_tasks,
-                                "graph" if cuda else "eager", log, repeats=2 if quick else 3)
+        for which in args.eval_configs:   # 5-way 1-shot -> doc["eval"]; 20-way 5-shot -> doc["eval_20way_5shot"]
+            base, index, key = ((OMNIGLOT_5WAY, 0, "eval") if which == "omniglot_5way" else
+                                (OMNIGLOT_20WAY, 1, "eval_20way_5shot"))
+            ev = smoke_config(base) if args.smoke else base
+            log(f"== evaluation: {eval_tasks} tasks, {ev.classes}-way {ev.evals[index].shots}-shot, "
+                f"{ev.evals[index].eval_iters} steps")
+            doc[key] = time_eval(ev, synthetic(ev, device), device, eval_tasks, "graph" if cuda else "eager", log,
+                                 repeats=2 if quick else 3, names=args.eval_paths, spec_index=index)
+            save()
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    doc["settings"]["load_average_end"] = load_end
+    if load_end and max(max(doc["settings"]["load_average"] or [0]), max(load_end)) > 0.5 * (os.cpu_count() or 1):
+        doc["settings"]["machine_loaded"] = ("other processes were running (load average above half the cores): "
+                                             "absolute times are slower than on a quiet machine; ratios between "
+                                             "paths, measured round-robin in one run, are the comparable figures")
     if cuda:
         doc["targets"] = targets(doc)
     save()
@@ -494,11 +589,13 @@ def print_table(doc) -> None:
             extra = f"  ({p['ms_per_run']:.3f} ms/run)" if "ms_per_run" in p else ""
             print(f"{name:18s} {path:24s} {ms:9.2f} {entry.get('speedup_vs_serial', {}).get(path, math.nan):8.1f} "
                   f"{p.get('aten_ops_per_iter', ''):>6} {k or '':>7} {floor} {p.get('peak_mem_mb', ''):>8}{extra}")
-    e = doc.get("eval")
-    if e:
-        ex = " (extrapolated from %d tasks)" % e["tasks_timed"] if e["extrapolated"] else ""
-        print(f"evaluation, 10,000 tasks 5-way 1-shot 50 steps: reference {e.get('reference_s_per_10000', '-')} s, "
-              f"engine {e.get('engine_s_per_10000', '-')} s{ex}")
+    for key in ("eval", "eval_20way_5shot"):
+        e = doc.get(key)
+        if e:
+            ex = " (extrapolated from %d tasks)" % e["tasks_timed"] if e["extrapolated"] else ""
+            print(f"evaluation, 10,000 tasks {e['ways']}-way {e['shots']}-shot {e['eval_iters']} steps: reference "
+                  f"{e.get('reference_s_per_10000', '-')} s, engine {e.get('engine_s_per_10000', '-')} s, "
+                  f"sequential {e.get('sequential_s_per_10000', '-')} s{ex}")
     for k, v in doc.get("targets", {}).items():
         print(f"target {k}: {v['measured']} vs {v['target']} -> {'met' if v['met'] else 'MISSED'}")
 

@@ -40,18 +40,40 @@ for path in bench_files:
                      f"when it started; median of {doc['settings']['repeats']} repeats. Command: "
                      f"`{doc['command']}`"))
     display(report.html_table(book.benchmark_rows(doc)))
-    e = doc.get("eval")
-    if e:
-        display(Markdown(
-            f"Evaluation of 10,000 tasks ({e['ways']}-way {e['shots']}-shot, {e['eval_iters']} steps, both protocols "
-            f"from one adaptation): library {e.get('reference_s_per_10000', '—')} s, engine "
-            f"{e.get('engine_s_per_10000', '—')} s" + (f" (extrapolated from {e['tasks_timed']} tasks)"
-                                                    if e.get("extrapolated") else "") + "."))
+    if doc["settings"].get("machine_loaded"):
+        display(Markdown(f"*Loaded machine (load average {doc['settings']['load_average'][0]:.1f} at the start, "
+                         f"{doc['settings']['load_average_end'][0]:.1f} at the end): "
+                         f"{doc['settings']['machine_loaded']}.*"))
+    for key in ("eval", "eval_20way_5shot"):
+        e = doc.get(key)
+        if e:
+            display(Markdown(
+                f"Evaluation of 10,000 tasks ({e['ways']}-way {e['shots']}-shot, {e['eval_iters']} steps, both protocols "
+                f"from one adaptation), seconds: library {e.get('reference_s_per_10000', '—')}, engine "
+                f"{e.get('engine_s_per_10000', '—')}, sequential (one task at a time) "
+                f"{e.get('sequential_s_per_10000', '—')}" + (f" (extrapolated from {e['tasks_timed']} tasks)"
+                                                             if e.get("extrapolated") else "") + "."))
+    if "engine_sequential" in json.dumps(doc):
+        display(Markdown("What each paper-scale run costs at the speed of this file (so at its recorded load): "
+                         "training on `engine_sequential` (what the CPU queue trains with), evaluation at the "
+                         "`sequential` evaluator's seconds per task, 10,000 test + 2,000 train tasks per eval setting:"))
+        display(report.html_table(book.run_cost_rows(doc)))
 if not bench_files:
     display(Markdown("No benchmark file in `benchmarks/results/`: run `make bench`."))
 
 # %% [markdown]
-# On a CPU the paths differ little: the work is in the convolutions, not in launching operations.
+# `engine_sequential` is the released Adam order (each task starts from the Adam state the previous
+# task left) on flat buffers, one task at a time, with `channels_last` activations: on a CPU the
+# convolutions are the work, and batching tasks buys little, while the memory layout buys a lot.
+# `reference_sequential` is the library's own computation of the same order
+# (`meta_step(batched=False, adam_carry="sequential")`), which the fast path equals to float rounding
+# (checked in float64 by `tests/test_sequential.py`; in float32 it is as close to the float64
+# result as the reference is). The paper-scale queue trains the released order with it on a CPU.
+# Evaluation stays on the reference `evaluate`: its steps are batches of 5-20 images, where
+# running 100 tasks per operation under `vmap` amortises each operation's overhead, and the
+# one-task-at-a-time evaluator (`sequential` below) measured no faster.
+#
+# On a CPU the batched paths differ little: the work is in the convolutions, not in launching operations.
 # The engine's point is the GPU, where a meta-iteration of these small networks is hundreds of tiny
 # kernels and launch overhead dominates; its CUDA-graph path has no recorded timing in this book yet
 # (`benchmarks/gpu_job.sh` runs the benchmark on a GPU).

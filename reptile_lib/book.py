@@ -299,6 +299,34 @@ def benchmark_rows(doc: dict) -> list[dict]:
     return rows
 
 
+def run_cost_rows(doc: dict, path: str = "engine_sequential", eval_tasks: int = 12_000) -> list[dict]:
+    """What each paper-scale run of the CPU queue costs, from a ``benchmarks/bench.py`` results file.
+
+    Training: the config's meta-iterations x the path's ms per meta-iteration. Evaluation: ``eval_tasks``
+    tasks (10,000 test + 2,000 train, as ``runs/plan.toml``) for each of the config's two eval settings,
+    at the seconds per task of the setting timed for that config (Omniglot 5-way 1-shot, 20-way 5-shot).
+    """
+    from .configs import PAPER_CONFIGS
+
+    timed = {e["config"]: e for e in (doc.get("eval"), doc.get("eval_20way_5shot")) if e and "config" in e}
+    rows = []
+    for name, entry in doc.get("configs", {}).items():
+        p = entry.get("paths", {}).get(path, {})
+        if "ms_per_iter" not in p or name not in PAPER_CONFIGS:
+            continue
+        config = PAPER_CONFIGS[name]
+        train_h = config.meta_iters * p["ms_per_iter"] / 1000 / 3600
+        ev = timed.get(name, {})   # an evaluation timed on this config's network and ways
+        per_10000 = ev.get("sequential_s_per_10000")
+        eval_h = None if per_10000 is None else len(config.evals) * eval_tasks * per_10000 / 10_000 / 3600
+        rows.append({"config": name, "meta-iterations": config.meta_iters, "ms / meta-iteration": round(p["ms_per_iter"], 1),
+                     "training hours": round(train_h, 1),
+                     "evaluation hours": None if eval_h is None else round(eval_h, 1),
+                     "total hours": None if eval_h is None else round(train_h + eval_h, 1),
+                     "evaluation timed on": f"{ev['ways']}-way {ev['shots']}-shot" if per_10000 else "not timed"})
+    return rows
+
+
 def time_meta_iterations(config: Any, iters: int = 5, device: str = "cpu", seed: int = 0) -> list[dict]:
     """Seconds per meta-iteration of ``config`` on the batched (vmap) and the serial path, measured now.
 

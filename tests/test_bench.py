@@ -23,7 +23,8 @@ def test_gpu_job_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
     doc = json.loads((tmp_path / "bench-cuda.json").read_text())
     assert {"device", "torch", "commit", "date", "settings", "configs", "eval", "threads"} <= set(doc)
     paths = doc["configs"]["omniglot_5way"]["paths"]
-    assert set(paths) == {"serial", "reference_batched", "engine_eager", "runs2"}
+    assert set(paths) == {"serial", "reference_batched", "reference_sequential", "engine_sequential", "engine_eager",
+                          "runs2"}
     for name, p in paths.items():
         assert p["ms_per_iter"] > 0 and len(p["repeats_ms"]) == 2, name
         assert p["aten_ops_per_iter"] > 0
@@ -35,6 +36,9 @@ def test_gpu_job_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
     assert agree["max_abs"] < 1e-6 and agree["finite"]
     assert doc["eval"]["tasks_timed"] == 3 and doc["eval"]["engine_s"] > 0 and doc["eval"]["extrapolated"]
     assert doc["eval"]["same_per_task_accuracy_fraction"] == 1.0
+    assert doc["eval"]["sequential_s"] > 0 and doc["eval"]["same_per_task_accuracy_fraction_sequential"] == 1.0
+    seq = doc["configs"]["omniglot_5way"]["agreement_sequential"]
+    assert seq["max_abs"] < 1e-5, seq
     assert "ms/iter" in (tmp_path / "bench.log").read_text()
 
 
@@ -51,3 +55,16 @@ def test_committed_results_carry_provenance(name):
     for entry in doc["configs"].values():
         for p in entry["paths"].values():
             assert "ms_per_iter" in p or "error" in p
+
+
+def test_run_cost_rows_turn_a_benchmark_into_hours_per_paper_scale_run():
+    from reptile_lib.book import run_cost_rows
+
+    doc = {"configs": {"omniglot_5way": {"paths": {"engine_sequential": {"ms_per_iter": 36.0}}},
+                       "cifar_fs_5way": {"paths": {"engine_sequential": {"ms_per_iter": 72.0}}}},
+           "eval": {"config": "omniglot_5way", "ways": 5, "shots": 1, "sequential_s_per_10000": 1800.0}}
+    rows = {r["config"]: r for r in run_cost_rows(doc)}
+    # 100,000 iterations x 36 ms = 1 h; 2 eval settings x 12,000 tasks x 0.18 s = 1.2 h
+    assert rows["omniglot_5way"]["training hours"] == 1.0 and rows["omniglot_5way"]["evaluation hours"] == 1.2
+    assert rows["omniglot_5way"]["total hours"] == 2.2
+    assert rows["cifar_fs_5way"]["training hours"] == 2.0 and rows["cifar_fs_5way"]["evaluation hours"] is None

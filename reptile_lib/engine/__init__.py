@@ -10,6 +10,8 @@ Same semantics as the reference (``algorithms.meta_step`` batched, ``train.meta_
 - :mod:`.runner`    static buffers + one CUDA graph per meta-iteration; NaN flag read every N iterations;
 - :mod:`.trainer`   ``meta_train_runs`` / ``fast_meta_train``: ``meta_train``'s loop, checkpoints, curves;
 - :mod:`.evaluate`  ``fast_evaluate``: the same tasks as ``evaluate``, thousands per batch on a GPU;
+- :mod:`.sequential` the released Adam order (tasks one after another) fast on a CPU, and evaluation one
+                    task at a time: what the CPU queue (``reproduce``) trains and evaluates with;
 - :mod:`.serial`    the usual PyTorch port (one task at a time, ``torch.optim.Adam``): the baseline;
 - :mod:`.counting`  ATen-operator and CUDA-kernel counts per meta-iteration.
 
