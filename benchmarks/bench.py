@@ -67,8 +67,8 @@ DATA = {"omniglot": (4800, 20, 1, 28, torch.bool, 1.0), "miniimagenet": (64, 60,
 # The CPU targets at 2 threads on a quiet machine (ms per meta-iteration of engine_sequential; eval s per 10,000 tasks)
 CPU_TARGETS = {"omniglot_5way": 35.0, "omniglot_20way": 130.0, "cifar_fs_5way": 90.0}
 CPU_EVAL_TARGETS = {"omniglot_5way": 300.0, "omniglot_20way": 1200.0}
-LAUNCH_US = 2.5  # the issue's launch-to-launch latency per kernel inside a CUDA graph on the H100
-# Issue 5's targets on the H100 (ms per meta-iteration unless said otherwise)
+LAUNCH_US = 2.5  # launch-to-launch latency per kernel inside a CUDA graph on an H100
+# The engine's design targets on an H100 (ms per meta-iteration unless said otherwise)
 TARGETS = {"omniglot_5way": 1.0, "omniglot_20way": 2.5, "miniimagenet_5way": 6.0}
 TARGET_SPEEDUP_5WAY, TARGET_PER_SEED_MS, TARGET_EVAL_S = 50.0, 0.5, 20.0
 
@@ -553,7 +553,7 @@ def main(argv=None) -> int:
 
 
 def targets(doc) -> dict:
-    """Issue 5's targets, each with the measured figure (only meaningful on the H100)."""
+    """The engine's design targets, each with the measured figure (only meaningful on an H100)."""
     t = {}
     for name, limit in TARGETS.items():
         p = doc["configs"].get(name, {}).get("paths", {}).get("engine_graph", {})

@@ -76,7 +76,7 @@ if not bench_files:
 # On a CPU the batched paths differ little: the work is in the convolutions, not in launching operations.
 # The engine's point is the GPU, where a meta-iteration of these small networks is hundreds of tiny
 # kernels and launch overhead dominates; its CUDA-graph path has no recorded timing in this book yet
-# (`benchmarks/gpu_job.sh` runs the benchmark on a GPU).
+# (`benchmarks/gpu_check.sh` runs the benchmark on a GPU).
 #
 # ## Measured while this page was executed
 #

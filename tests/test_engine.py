@@ -278,7 +278,7 @@ def test_fast_evaluation_scores_the_reference_tasks_alike(tiny_data, grads):
 
 
 # ---------------------------------------------------------------- CUDA only
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graph capture); run benchmarks/gpu_job.sh")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graph capture); run benchmarks/gpu_check.sh")
 
 
 @cuda
