@@ -1,4 +1,4 @@
-"""What the GPU runs' JPEG copy of CIFAR-FS changes: one check, run on the CPU (issue 8).
+"""What the GPU runs' JPEG copy of CIFAR-FS changes: one check, run on the CPU.
 
 The GPU machine cannot receive the lossless PNG tiles (123 MB; a job carries 64 MiB in all), so
 the CIFAR-FS runs there train and evaluate on ``reptile data pack cifar_fs`` output: JPEG quality
