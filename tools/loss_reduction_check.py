@@ -9,8 +9,10 @@ released README command) in the released serial Adam order, for ``--meta-iters``
 
 - seeds 0 and 1 trained with ``loss_reduction="sum"``; the SAME weights evaluated with the summed
   (released) and the mean (old) evaluation step on the same test tasks (paired by task);
-- seed 0 also trained with ``loss_reduction="mean"`` and evaluated with the mean: training and
-  evaluating once with each semantics, paired by task with the sum-trained seed 0.
+- the first seed also trained with ``loss_reduction="mean"`` and evaluated with the mean: training
+  and evaluating once with each semantics, paired by task with the sum-trained model of that seed.
+
+The first seed's stages run first (both comparisons), then the other seeds', then 5-shot.
 
 Every stage (a trained model, an evaluation) is saved under ``--work-dir`` and skipped when the
 script is run again, and training checkpoints every 250 meta-iterations, so a killed run resumes
@@ -73,12 +75,31 @@ def summary(per_task: dict[str, torch.Tensor], shots: tuple[int, ...], seeds: tu
             if done:
                 row = {f"seed{seed}": paired_difference(a, b) for seed, (a, b) in zip(seeds, pairs)
                        if a is not None and b is not None}
-                row["pooled"] = paired_difference(torch.cat([a for a, _ in done]), torch.cat([b for _, b in done]))
+                if len(done) > 1:
+                    row["pooled"] = paired_difference(torch.cat([a for a, _ in done]), torch.cat([b for _, b in done]))
                 out["same_weights"][key] = row
-            a, b = per_task.get(f"sum_seed0/sum/{key}"), per_task.get(f"mean_seed0/mean/{key}")
+            a, b = per_task.get(f"sum_seed{seeds[0]}/sum/{key}"), per_task.get(f"mean_seed{seeds[0]}/mean/{key}")
             if a is not None and b is not None:
-                out["trained_each_way"][key] = {"seed0": paired_difference(a, b)}
+                out["trained_each_way"][key] = {f"seed{seeds[0]}": paired_difference(a, b)}
     return out
+
+
+def markdown_table(doc: dict) -> str:
+    """The comparisons of a results file as the Markdown table the fidelity page shows (points)."""
+    lines = ["| comparison | evaluation | seed | summed loss | mean loss | difference (95% interval) | tasks changed |",
+             "|---|---|---|---|---|---|---|"]
+    titles = {"same_weights": "same sum-trained weights, summed vs mean evaluation step",
+              "trained_each_way": "trained and evaluated with the summed vs with the mean loss"}
+    for kind in ("same_weights", "trained_each_way"):
+        for metric, rows in doc["comparisons"][kind].items():
+            _, shots, _, proto = metric.split("_")
+            for seed, r in rows.items():
+                if seed == "pooled" and len(rows) < 3:  # one seed: pooled is that seed
+                    continue
+                lines.append(f"| {titles[kind]} | {shots.replace('shot', '-shot')}, {proto} | {seed.replace('seed', '')} | "
+                             f"{100 * r['a']:.2f} | {100 * r['b']:.2f} | {100 * r['diff']:+.2f} ± {100 * r['ci95']:.2f} | "
+                             f"{r['tasks_differing']} of {r['n_tasks']} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -101,8 +122,9 @@ def main() -> None:
     configs = {r: check_config(r, args.meta_iters, shots) for r in ("sum", "mean")}
     learner = make_learner(configs["sum"], splits["train"].image_shape)
     losses = {r: classification_loss(learner.model, r) for r in ("sum", "mean")}
-    # (trained with, seed, evaluated with): the same-weights pairs first, the mean-trained run last
-    stages = [("sum", seed, ev) for seed in seeds for ev in ("sum", "mean")] + [("mean", 0, "mean")]
+    # (trained with, seed, evaluated with): seed 0's comparisons first (both kinds), then the other seeds
+    stages = [("sum", seeds[0], "sum"), ("sum", seeds[0], "mean"), ("mean", seeds[0], "mean")]
+    stages += [("sum", seed, ev) for seed in seeds[1:] for ev in ("sum", "mean")]
     per_task: dict[str, torch.Tensor] = {}
     trained: dict[tuple[str, int], TrainState] = {}
 
