@@ -15,11 +15,11 @@ released README command) in the released serial Adam order, for ``--meta-iters``
 The first seed's stages run first (both comparisons), then the other seeds', then 5-shot.
 
 Every stage (a trained model, an evaluation) is saved under ``--work-dir`` and skipped when the
-script is run again, and training checkpoints every 250 meta-iterations, so a killed run resumes
+script is run again; training checkpoints every 50 meta-iterations, so a killed run resumes
 where it stopped. The results file is rewritten after every stage (``provenance.finished`` says
 whether all stages are done)::
 
-    python tools/loss_reduction_check.py --meta-iters 2000 --tasks 1000 --shots 1 5
+    python tools/loss_reduction_check.py --meta-iters 1000 --tasks 1000 --shots 1 5
 """
 from __future__ import annotations
 
@@ -84,6 +84,34 @@ def summary(per_task: dict[str, torch.Tensor], shots: tuple[int, ...], seeds: tu
     return out
 
 
+def evaluate_resumable(path: Path, learner, loss_fn, state: TrainState, data, seed: int, shots: int,
+                       n_tasks: int, block: int = 100) -> dict[str, torch.Tensor]:
+    """``evaluate`` on the test tasks of ``experiment.eval_generator(seed, 'test', shots)``, saving
+    progress every ``block`` tasks (accuracies so far and the generator's state) next to ``path``.
+
+    Drawing the tasks block by block from one generator gives the same tasks as one call.
+    """
+    part = path.with_name(path.stem + ".part.pt")
+    gen = eval_generator(seed, "test", shots)
+    done: dict[str, list[torch.Tensor]] = {"transductive": [], "nontransductive": []}
+    if part.exists():
+        blob = torch.load(part)
+        gen.set_state(blob["generator"])
+        done = {k: [v] for k, v in blob["acc"].items()}
+    sampler = TaskSampler(data, 5, gen)
+    n = sum(v.numel() for v in done["transductive"])
+    while n < n_tasks:
+        k = min(block, n_tasks - n)
+        acc = evaluate(learner.model, loss_fn, state.params, learner.opt, state.opt_state, sampler, shots, 5, 50, k,
+                       chunk=50)
+        for proto, v in acc.items():
+            done[proto].append(v)
+        n += k
+        torch.save({"generator": gen.get_state(), "acc": {p: torch.cat(v) for p, v in done.items()}}, part)
+    part.unlink(missing_ok=True)
+    return {p: torch.cat(v) for p, v in done.items()}
+
+
 def markdown_table(doc: dict) -> str:
     """The comparisons of a results file as the Markdown table the fidelity page shows (points)."""
     lines = ["| comparison | evaluation | seed | summed loss | mean loss | difference (95% interval) | tasks changed |",
@@ -102,16 +130,44 @@ def markdown_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+BEGIN, END = "<!-- begin: tools/loss_reduction_check.py --update-page -->", "<!-- end: tools/loss_reduction_check.py -->"
+
+
+def page_section(doc: dict) -> str:
+    """What book/fidelity.md shows of a results file: its scale, its provenance and the table."""
+    prov = doc["provenance"]
+    status = "all stages finished" if prov["finished"] else f"unfinished: stages done {', '.join(doc['stages_done'])}"
+    return (f"{BEGIN}\n*Reduced scale: {doc['meta_iters']:,} meta-iterations per model (the outer step annealed over "
+            f"them) instead of 100,000, and {doc['tasks']:,} test tasks per number instead of 10,000. "
+            f"Commit {prov['commit'][:12]}, {prov['device']}, {prov['date'][:10]}; {status}.*\n\n"
+            f"{markdown_table(doc)}\n{END}")
+
+
+def update_page(doc: dict, page: Path) -> None:
+    """Replace the generated section of ``page`` with :func:`page_section` of ``doc``."""
+    text = page.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{page} has no '{BEGIN}' ... '{END}' section to replace")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    atomic_write_text(page, head + page_section(doc) + tail)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--meta-iters", type=int, default=2000)
+    ap.add_argument("--meta-iters", type=int, default=1000)
     ap.add_argument("--tasks", type=int, default=1000, help="test tasks per evaluation")
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--work-dir", type=Path, default=ROOT / "checkpoints" / "loss_reduction")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "fidelity" / "loss_reduction.json")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--update-page", type=Path, nargs="?", const=ROOT / "book" / "fidelity.md", default=None,
+                    help="only write the results file's table into this page (default book/fidelity.md) and stop")
     args = ap.parse_args()
+    if args.update_page is not None:
+        update_page(json.loads(args.out.read_text()), args.update_page)
+        return
     if args.meta_iters < 1 or args.tasks < 2:
         ap.error("--meta-iters must be >= 1 and --tasks >= 2 (an interval needs two tasks)")
     torch.set_num_threads(args.threads)
@@ -152,13 +208,11 @@ def main() -> None:
                     t = time.time()
                     trained[(train_red, seed)] = meta_train(
                         config, splits["train"], seed=seed, checkpoint=args.work_dir / f"train_{train_red}_seed{seed}.pt",
-                        checkpoint_every=250, learner=dataclasses.replace(learner, loss_fn=losses[train_red]))
+                        checkpoint_every=50, learner=dataclasses.replace(learner, loss_fn=losses[train_red]))
                     print(f"trained {train_red} seed {seed}: {time.time() - t:.0f}s", flush=True)
                 state = trained[(train_red, seed)]
                 t = time.time()
-                sampler = TaskSampler(splits["test"], config.classes, eval_generator(seed, "test", s))
-                acc = evaluate(learner.model, losses[eval_red], state.params, learner.opt, state.opt_state, sampler,
-                               s, 5, 50, args.tasks, chunk=50)
+                acc = evaluate_resumable(path, learner, losses[eval_red], state, splits["test"], seed, s, args.tasks)
                 torch.save(acc, path)
                 print(f"evaluated {train_red}-trained seed {seed} with {eval_red}, {s}-shot: "
                       f"{ {k: round(float(v.mean()), 4) for k, v in acc.items()} } {time.time() - t:.0f}s", flush=True)
