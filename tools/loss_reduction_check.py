@@ -27,21 +27,24 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-import torch
-
-from reptile_lib.configs import OMNIGLOT_5WAY, Config, EvalSpec
-from reptile_lib.data import load_dataset
-from reptile_lib.experiment import eval_generator
-from reptile_lib.evaluate import evaluate
-from reptile_lib.inner import classification_loss
-from reptile_lib.results import atomic_write_text, config_hash, provenance
-from reptile_lib.tasks import TaskSampler
-from reptile_lib.train import TrainState, make_learner, meta_train
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's reptile_lib, not an installed one
+
+import torch  # noqa: E402
+
+from reptile_lib.configs import OMNIGLOT_5WAY, Config, EvalSpec  # noqa: E402
+from reptile_lib.data import load_dataset  # noqa: E402
+from reptile_lib.experiment import eval_generator  # noqa: E402
+from reptile_lib.evaluate import evaluate  # noqa: E402
+from reptile_lib.inner import classification_loss  # noqa: E402
+from reptile_lib.results import atomic_write_text, config_hash, provenance  # noqa: E402
+from reptile_lib.tasks import TaskSampler  # noqa: E402
+from reptile_lib.train import TrainState, load_checkpoint, make_learner, meta_train  # noqa: E402
+
 PROTOCOLS = ("transductive", "nontransductive")
 
 
@@ -82,6 +85,24 @@ def summary(per_task: dict[str, torch.Tensor], shots: tuple[int, ...], seeds: tu
             if a is not None and b is not None:
                 out["trained_each_way"][key] = {f"seed{seeds[0]}": paired_difference(a, b)}
     return out
+
+
+def trained_state_comparison(work_dir: Path, configs: dict[str, Config], seed: int) -> dict | None:
+    """How the sum- and the mean-trained models of ``seed`` differ once both finished: the scale of
+    Adam's carried second moments (per tensor, sum(sqrt v_sum) / sum(sqrt v_mean); about
+    ``inner_batch`` when the images' gradients agree) and the parameters' relative distance."""
+    paths = {r: work_dir / f"train_{r}_seed{seed}.pt" for r in ("sum", "mean")}
+    if not all(p.exists() for p in paths.values()):
+        return None
+    states = {r: load_checkpoint(paths[r], configs[r]) for r in paths}
+    if not all(st.finished(configs[r]) for r, st in states.items()):
+        return None
+    vs, vm = states["sum"].opt_state["v"], states["mean"].opt_state["v"]
+    ratios = [float(vs[k].sqrt().sum() / vm[k].sqrt().sum()) for k in vs]
+    ps, pm = states["sum"].params, states["mean"].params
+    dist = sum(float((ps[k] - pm[k]).norm() ** 2) for k in ps) ** 0.5 / sum(float(ps[k].norm() ** 2) for k in ps) ** 0.5
+    return {"seed": seed, "sqrt_v_ratio_min": min(ratios), "sqrt_v_ratio_max": max(ratios),
+            "relative_parameter_distance": dist}
 
 
 def evaluate_resumable(path: Path, learner, loss_fn, state: TrainState, data, seed: int, shots: int,
@@ -164,6 +185,9 @@ def main() -> None:
     ap.add_argument("--work-dir", type=Path, default=ROOT / "checkpoints" / "loss_reduction")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "fidelity" / "loss_reduction.json")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--note", default=None, help="a remark recorded in the provenance")
+    ap.add_argument("--no-run", action="store_true",
+                    help="train and evaluate nothing: rewrite the results file from the stages already done")
     ap.add_argument("--update-page", type=Path, nargs="?", const=ROOT / "book" / "fidelity.md", default=None,
                     help="only write the results file's table into this page (default book/fidelity.md) and stop")
     args = ap.parse_args()
@@ -194,10 +218,12 @@ def main() -> None:
                "stages_done": sorted({k.rsplit("/", 1)[0] for k in per_task}),
                "comparisons": summary(per_task, shots, seeds),
                "means": {k: float(v.double().mean()) for k, v in sorted(per_task.items())},
+               "trained_states": trained_state_comparison(args.work_dir, configs, seeds[0]),
                "provenance": provenance("cpu", seeds, time.time() - t0, finished,
                                         command="python tools/loss_reduction_check.py " + " ".join(
                                             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                                            for k, v in vars(args).items() if k not in ("work_dir", "out")))}
+                                            for k, v in vars(args).items() if k not in ("work_dir", "out", "no_run", "update_page", "note")),
+                                        **({"note": args.note} if args.note else {}))}
         atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
 
     # shots outermost: every 1-shot comparison is complete before any 5-shot evaluation starts
@@ -205,6 +231,8 @@ def main() -> None:
         for train_red, seed, eval_red in stages:
             config = configs[train_red]
             path = args.work_dir / f"{train_red}_seed{seed}_{eval_red}_{s}shot.pt"
+            if not path.exists() and args.no_run:
+                continue
             if not path.exists():
                 if (train_red, seed) not in trained:
                     t = time.time()
@@ -221,7 +249,7 @@ def main() -> None:
             for proto, v in torch.load(path).items():
                 per_task[f"{train_red}_seed{seed}/{eval_red}/test_{s}shot_5way_{proto}"] = v
             write(finished=False)
-    write(finished=True)
+    write(finished=len({k.rsplit("/", 1)[0] for k in per_task}) == len(stages) and len(per_task) == 2 * len(stages) * len(shots))
     print(json.dumps(summary(per_task, shots, seeds), indent=1))
 
 
