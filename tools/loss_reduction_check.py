@@ -157,9 +157,10 @@ BEGIN, END = "<!-- begin: tools/loss_reduction_check.py --update-page -->", "<!-
 def page_section(doc: dict) -> str:
     """What book/fidelity.md shows of a results file: its scale, its provenance and the table."""
     prov = doc["provenance"]
-    done = [f"{d.split('_')[0]}-trained {d.split('_')[1].split('/')[0].replace('seed', 'seed ')} evaluated with the "
-            f"{d.split('/')[1]}" for d in doc["stages_done"]]
-    status = "all stages finished" if prov["finished"] else f"unfinished; done: {'; '.join(done)}"
+    total = 2 * len(prov["seeds"]) + 1  # sum-trained seeds x 2 evaluation steps + one mean-trained model
+    done = [f"{s}-shot {len({k.rsplit('/', 1)[0] for k in doc['means'] if f'test_{s}shot' in k})} of {total}"
+            for s in doc["shots"]]
+    status = "all stages finished" if prov["finished"] else f"unfinished; evaluations done: {', '.join(done)}"
     return (f"{BEGIN}\n*Reduced scale: {doc['meta_iters']:,} meta-iterations per model (the outer step annealed over "
             f"them) instead of 100,000, and {doc['tasks']:,} test tasks per number instead of 10,000. "
             f"Commit {prov['commit'][:12]}, {prov['device']}, {prov['date'][:10]}; {status}.*\n\n"
