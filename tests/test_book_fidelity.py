@@ -17,8 +17,8 @@ PAGE = (ROOT / "book" / "fidelity.md").read_text()
 
 
 def test_every_name_the_page_cites_exists():
-    names = set(re.findall(r"`((?:optim|models|algorithms|tasks|evaluate|params|configs|data\.omniglot)\.[A-Za-z_]\w*(?:\.\w+)?)",
-                           PAGE))
+    names = set(re.findall(r"`((?:optim|models|algorithms|tasks|evaluate|params|configs|inner|train|data\.omniglot)"
+                           r"\.[A-Za-z_]\w*(?:\.\w+)?)(?=[`(])", PAGE)) - {f"{m}.py" for m in ("models", "train", "eval", "args")}
     assert len(names) >= 10
     for name in names:
         module, _, attr = name.rpartition(".")
@@ -28,6 +28,39 @@ def test_every_name_the_page_cites_exists():
             mod, _, cls = module.rpartition(".")
             obj = getattr(importlib.import_module(f"reptile_lib.{mod}"), cls)
         assert hasattr(obj, attr), f"book/fidelity.md cites `{name}`, which reptile_lib does not have"
+
+
+def test_every_test_the_page_names_exists():
+    cited = set(re.findall(r"`(test_\w+)::(test_\w+)`", PAGE))
+    assert len(cited) >= 30
+    for module, test in cited:
+        path = ROOT / "tests" / f"{module}.py"
+        assert path.exists(), f"book/fidelity.md names tests/{module}.py, which does not exist"
+        assert re.search(rf"^def {test}\(", path.read_text(), re.M), f"book/fidelity.md names {module}::{test}, which is gone"
+
+
+def test_every_table_row_cites_released_lines_and_a_verdict():
+    rows = [r for r in PAGE.splitlines() if r.startswith("| ") and not r.startswith("| item") and "---" not in r]
+    item_rows = [r for r in rows if r.count(" | ") == 4]  # the line-by-line tables: five columns
+    assert len(item_rows) >= 40
+    for r in item_rows:
+        item, released, ours, verdict, test = (c.strip() for c in r.strip("|").split(" | "))
+        assert re.search(r"\w+\.(py|md):\d|^—$|no released command|sine demo|TensorFlow 1|tf\.layers", released), r[:80]
+        assert re.search(r"identical|named deviation|an addition", verdict), r[:80]
+
+
+def test_monitoring_does_not_change_training(tiny_data):
+    """The learning curves draw their tasks from their own generator: training is the same with or without them."""
+    from reptile_lib.configs import Config, EvalSpec
+    from reptile_lib.train import meta_train
+
+    c = Config(name="tiny", dataset="tiny", model="omniglot", classes=2, train_shots=2, inner_batch=4, inner_iters=1,
+               meta_batch=1, meta_iters=3, evals=(EvalSpec(1, 2, 1),), eval_samples=1, eval_interval=2,
+               eval_interval_tasks=1)
+    quiet = meta_train(c, tiny_data, seed=3)
+    watched = meta_train(c, tiny_data, seed=3, monitor_splits={"train": tiny_data})
+    assert len(watched.history) == 2 and not quiet.history  # iterations 1 and 2
+    assert all(torch.equal(quiet.params[k], watched.params[k]) for k in quiet.params)
 
 
 def test_inner_adam_is_tensorflows_with_beta1_zero():

@@ -1,8 +1,9 @@
-"""Does the batched path's Adam carry (``adam_carry="mean"``) change accuracy? (issue 2, section 4)
+"""Does the batched path's Adam carry (``adam_carry="mean"``) change accuracy? A smoke-sized check.
 
 Trains Omniglot 5-way at smoke size on the real data twice per seed, once with the batched path and
 its mean carry, once with the released code's serial order and sequential carry, from the same seed
-(same initialisation and task stream), and evaluates both on the same test tasks.
+(same initialisation and task stream), and evaluates both on the same test tasks. The queue's
+``omniglot_5way_mean_carry`` unit (``runs/plan.toml``) measures the same at paper scale.
 
     python tools/adam_carry_check.py mean        -> results/adam_carry/mean.json
     python tools/adam_carry_check.py sequential  -> results/adam_carry/sequential.json
