@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -67,8 +68,14 @@ def evaluate_tasks(model: nn.Module, loss_fn: LossFn, phi: Params, opt: InnerOpt
 
 def evaluate(model: nn.Module, loss_fn: LossFn, phi: Params, opt: InnerOptimizer, state: OptState,
              sampler: TaskSampler, shots: int, eval_batch: int, eval_iters: int, n_tasks: int,
-             chunk: int = 100, replacement: bool = False, progress: bool = False) -> dict[str, Tensor]:
-    """Per-task accuracies over ``n_tasks`` tasks (the paper uses 10,000), both protocols."""
+             chunk: int = 100, replacement: bool = False, progress: bool = False,
+             score: Callable[[EvalTasks], dict[str, Tensor]] | None = None) -> dict[str, Tensor]:
+    """Per-task accuracies over ``n_tasks`` tasks (the paper uses 10,000), both protocols.
+
+    ``score`` replaces :func:`evaluate_tasks` on each chunk (e.g. the engine's one-task-at-a-time
+    evaluator); the tasks drawn are the same whichever scores them.
+    """
+    score = score or (lambda tasks: evaluate_tasks(model, loss_fn, phi, opt, state, tasks))
     out: dict[str, list[Tensor]] = {"transductive": [], "nontransductive": []}
     chunks = range(0, n_tasks, chunk)
     if progress:
@@ -76,6 +83,6 @@ def evaluate(model: nn.Module, loss_fn: LossFn, phi: Params, opt: InnerOptimizer
         chunks = tqdm(chunks, desc=f"eval {shots}-shot", unit="chunk", leave=False)
     for start in chunks:
         tasks = sampler.eval_tasks(min(chunk, n_tasks - start), shots, eval_batch, eval_iters, replacement)
-        for k, v in evaluate_tasks(model, loss_fn, phi, opt, state, tasks).items():
+        for k, v in score(tasks).items():
             out[k].append(v.cpu())
     return {k: torch.cat(v) for k, v in out.items()}

@@ -436,14 +436,7 @@ def sequential_evaluate(model: nn.Module, loss_fn, phi: Params, opt: InnerOptimi
     if not supports_evaluation(model, loss_fn, opt, next(iter(phi.values())).device):
         raise TypeError("sequential_evaluate needs OmniglotNet or MiniImageNetNet with inner.CrossEntropy, Adam "
                         "(beta1 = 0) or SGD, on a CPU; use evaluate.evaluate")
-    evaluator = TaskEvaluator(model, opt, phi, state, loss_fn.reduction)
-    out: dict[str, list[Tensor]] = {"transductive": [], "nontransductive": []}
-    chunks = range(0, n_tasks, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-        chunks = tqdm(chunks, desc=f"eval {shots}-shot", unit="chunk", leave=False)
-    for start in chunks:
-        tasks = sampler.eval_tasks(min(chunk, n_tasks - start), shots, eval_batch, eval_iters, replacement)
-        for k, v in evaluator(tasks).items():
-            out[k].append(v)
-    return {k: torch.cat(v) for k, v in out.items()}
+    from ..evaluate import evaluate
+
+    return evaluate(model, loss_fn, phi, opt, state, sampler, shots, eval_batch, eval_iters, n_tasks, chunk,
+                    replacement, progress, score=TaskEvaluator(model, opt, phi, state, loss_fn.reduction))
