@@ -416,6 +416,14 @@ def write_experiment_results(plan: Plan, experiment: str) -> Path | None:
     return write_results(results_path(plan, experiment), experiment, "paper", exp.config, metrics, prov, extra)
 
 
+def _path_name(step: Callable | None) -> str:
+    """The training step's name for the segment record (a function or a callable object)."""
+    if step is None:
+        return "algorithms.meta_step"
+    named = step if hasattr(step, "__qualname__") else type(step)
+    return f"{named.__module__.removeprefix('reptile_lib.')}.{named.__qualname__}"
+
+
 def _in_results(plan: Plan, unit: Unit) -> bool:
     path = results_path(plan, unit.experiment.name)
     if not path.exists():
@@ -459,7 +467,7 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
     step = train_step(unit.config, device)
     record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
               "commit": git_commit(), "threads": torch.get_num_threads(), "host": socket.gethostname(),
-              "train_path": getattr(step, "__qualname__", "algorithms.meta_step") if step else "algorithms.meta_step",
+              "train_path": _path_name(step),
               **(provenance or {})}
     t0 = time.time()
     first = unit_state(plan, unit)["iteration"]

@@ -104,6 +104,8 @@ def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_
     assert R.run_unit(plan, unit, data_root=omniglot_root, rebuild=False)
     assert _same(_numbers(plan), reference)
     assert [s["iterations"] for s in R.segments(plan, unit)] == [6, 6, 0]
+    # the record names the step that trained (the fast released-order step on a CPU)
+    assert {s["train_path"] for s in R.segments(plan, unit)} == {"engine.sequential.SequentialMetaStep"}
     assert "done" in R.status_text(plan)
 
 
