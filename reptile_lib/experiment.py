@@ -34,8 +34,8 @@ def save_weights(path: str | os.PathLike, config: Config, state: TrainState, see
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"config_hash": config_hash(config), "config": config.to_dict(), "seed": seed,
-                "iteration": state.iteration, "params": {k: v.cpu() for k, v in state.params.items()},
-                "opt_state": map_state(lambda t: t.cpu(), state.opt_state)}, tmp)
+                "iteration": state.iteration, "params": {k: v.detach().cpu().clone() for k, v in state.params.items()},
+                "opt_state": map_state(lambda t: t.detach().cpu().clone(), state.opt_state)}, tmp)
     os.replace(tmp, path)
     return path
 

@@ -86,8 +86,9 @@ def save_checkpoint(path: str | os.PathLike, config: Config, state: TrainState) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"config_hash": config_hash(config), "config": config.to_dict(), "iteration": state.iteration,
-            "params": {k: v.cpu() for k, v in state.params.items()},
-            "opt_state": map_state(lambda t: t.cpu(), state.opt_state),
+            # clone: a view of a flat buffer would otherwise save the whole buffer once per tensor
+            "params": {k: v.detach().cpu().clone() for k, v in state.params.items()},
+            "opt_state": map_state(lambda t: t.detach().cpu().clone(), state.opt_state),
             "generators": {k: g.get_state() for k, g in state.generators.items()},
             "generator_devices": {k: str(g.device) for k, g in state.generators.items()},
             "history": state.history, "wall_time_s": state.wall_time_s}
