@@ -20,7 +20,7 @@ from .evaluate import evaluate
 from .optim import map_state
 from .results import config_hash, metric_name, provenance, summarize, write_results
 from .tasks import ClassDataset, TaskSampler
-from .train import Learner, TrainState, make_learner, meta_train
+from .train import Learner, TrainState, atomic_save, make_learner, meta_train
 
 
 def slug(name: str) -> str:
@@ -30,14 +30,9 @@ def slug(name: str) -> str:
 
 def save_weights(path: str | os.PathLike, config: Config, state: TrainState, seed: int) -> Path:
     """The trained phi and inner-optimiser state (evaluation starts from both), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"config_hash": config_hash(config), "config": config.to_dict(), "seed": seed,
+    return atomic_save({"config_hash": config_hash(config), "config": config.to_dict(), "seed": seed,
                 "iteration": state.iteration, "params": {k: v.detach().cpu().clone() for k, v in state.params.items()},
-                "opt_state": map_state(lambda t: t.detach().cpu().clone(), state.opt_state)}, tmp)
-    os.replace(tmp, path)
-    return path
+                "opt_state": map_state(lambda t: t.detach().cpu().clone(), state.opt_state)}, path)
 
 
 def load_weights(path: str | os.PathLike, config: Config, device: Any = "cpu") -> tuple[dict, dict, dict]:

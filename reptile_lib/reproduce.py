@@ -172,13 +172,6 @@ def weights_path(plan: Plan, unit: Unit) -> Path:
     return plan.results / "weights" / f"{unit.id}.pt"
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def segments(plan: Plan, unit: Unit) -> list[dict]:
     path = log_path(plan, unit)
     if not path.exists():
@@ -346,7 +339,7 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
     from .evaluate import evaluate
     from .results import metric_name
     from .tasks import TaskSampler
-    from .train import make_learner
+    from .train import atomic_save, make_learner
 
     ev = load_eval_state(plan, unit) or {"config_hash": unit.config.hash(), "scores": {}, "generators": {},
                                          "finished": False}
@@ -378,9 +371,9 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
                 ev["scores"][name] = torch.cat([ev["scores"].get(name, torch.zeros(0, dtype=torch.uint8)), correct])
             ev["generators"][key] = g.get_state()
             done_now += size
-            _atomic_save(ev, eval_path(plan, unit))
+            atomic_save(ev, eval_path(plan, unit))
     ev["finished"] = True
-    _atomic_save(ev, eval_path(plan, unit))
+    atomic_save(ev, eval_path(plan, unit))
     return ev, done_now
 
 

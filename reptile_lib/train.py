@@ -83,8 +83,6 @@ def init_state(config: Config, learner: Learner, seed: int, device: Any = "cpu")
 
 def save_checkpoint(path: str | os.PathLike, config: Config, state: TrainState) -> Path:
     """Atomically write parameters, optimiser state, generator states, iteration and history."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"config_hash": config_hash(config), "config": config.to_dict(), "iteration": state.iteration,
             # clone: a view of a flat buffer would otherwise save the whole buffer once per tensor
             "params": {k: v.detach().cpu().clone() for k, v in state.params.items()},
@@ -92,8 +90,15 @@ def save_checkpoint(path: str | os.PathLike, config: Config, state: TrainState) 
             "generators": {k: g.get_state() for k, g in state.generators.items()},
             "generator_devices": {k: str(g.device) for k, g in state.generators.items()},
             "history": state.history, "wall_time_s": state.wall_time_s}
+    return atomic_save(blob, path)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(blob, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
 
