@@ -85,6 +85,8 @@ for name, doc in finished.items():
 # %% tags=["remove-input"]
 for name, doc in finished.items():
     if any(doc["extra"].get("history", {}).values()):
+        display(Markdown(f"{{numref}}`fig-{name}-curves` follows {name}'s accuracy on sampled test-character tasks "
+                         "during training."))
         book.show_figure(plots.learning_curves(doc, title=f"{name}, paper-scale run").figure, f"{name}-curves",
                          f"{name}: non-transductive accuracy on sampled tasks against the meta-iteration "
                          f"(mean of the seeds; thin lines: each seed). *{book.provenance_line(doc)}.*")

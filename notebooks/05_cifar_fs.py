@@ -5,9 +5,8 @@
 profile = "paper"  # "paper": committed paper-scale results (a smoke run here when absent); "smoke": tiny runs only
 device = "cpu"     # torch device for any training done on this page
 seed = 0           # seed of the smoke run (paper-scale results carry their own seeds)
-retrain = False    # True with profile "paper": train the paper-scale run now (GPU hours) and rewrite results/
-n_seeds = 3        # retraining: seeds 0..n_seeds-1 (the paper-scale results use 3; 20-way 1)
-max_minutes = None  # retraining: stop each experiment after this long, checkpointed; run again to resume
+retrain = False    # True with profile "paper": advance the queue's CIFAR-FS units now (resumable; many CPU hours)
+max_minutes = None  # retraining: stop after this long, checkpointed; run again to resume
 
 # %% tags=["remove-input"]
 import dataclasses
@@ -15,21 +14,18 @@ import dataclasses
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from reptile_lib import book, configs, paper, report
+from reptile_lib import book, configs, paper, report, reproduce
 from reptile_lib.data import load_dataset
-from reptile_lib.encoding_check import EXPERIMENT as ENCODING_CHECK, encoding_rows
 from reptile_lib.experiment import run_experiment
-from reptile_lib.paths import REPO_ROOT
 from reptile_lib.plots import experiments as plots
 from reptile_lib.plots.style import use_book_style
-from reptile_lib.results import load_results
 
 use_book_style()
 NAME = "cifar_fs_5way"
-CONFIG = configs.get_config(NAME)
+CONFIG = reproduce.experiment_config(NAME)   # the queue's run (runs/plan.toml): the released Adam order
 doc = None
-if profile == "paper" and retrain:  # resumable: checkpoints/ and max_minutes (book.obtain)
-    book.obtain(CONFIG, profile="paper", device=device, retrain=True, seeds=range(n_seeds), max_minutes=max_minutes)
+if profile == "paper" and retrain:  # the queue's units of this experiment, as `reptile reproduce --only` does
+    reproduce.reproduce(device=device, max_minutes=max_minutes, only=[NAME], rebuild=False, install_signals=False)
 if profile == "paper":
     doc = book.load_if_matching(NAME, CONFIG, "paper")
 finished = doc if doc is not None and doc["provenance"].get("finished") else None
@@ -66,10 +62,13 @@ report.html_table(report.cifar_fs_rows(finished))
 
 # %% tags=["remove-input"]
 if finished is not None:
-    display(Markdown(f"*{book.provenance_line(finished)}; data: {finished['extra']['data']['test']['name']}.*"))
+    test_data = finished["extra"].get("data", {}).get("test", {}).get("name", "not recorded")
+    display(Markdown(f"*{book.provenance_line(finished)}; test data: {test_data}.*"))
     if (finished["extra"].get("history") or {}).get(str(finished["provenance"]["seeds"][0])):
+        display(Markdown("{numref}`fig-cifar-fs-curves` shows how the accuracy on the validation classes grew "
+                         "during training."))
         book.show_figure(plots.learning_curves(finished, title="CIFAR-FS, paper-scale run").figure, "cifar-fs-curves",
-                         "CIFAR-FS: non-transductive accuracy on sampled tasks of the training and validation classes "
+                         "CIFAR-FS: non-transductive accuracy on sampled tasks of the validation classes "
                          "against the meta-iteration.")
 else:
     display(Markdown("No paper-scale CIFAR-FS run is finished: its numbers and learning curve appear here when it is. "
@@ -96,8 +95,8 @@ else:
 # %% [markdown]
 # ## The network on 32×32 inputs
 #
-# The Mini-ImageNet network is four blocks of [3×3 convolution with 32 filters, 2×2 max-pooling,
-# BatchNorm, ReLU] and a dense layer. Each pooling halves the image (rounding up, TensorFlow's
+# The Mini-ImageNet network is four blocks of [3×3 convolution with 32 filters, BatchNorm, 2×2
+# max-pooling, ReLU] (the released code's order) and a dense layer. Each pooling halves the image (rounding up, TensorFlow's
 # 'same' pooling), so on 84×84 inputs the last feature map is 6×6×32 = 1,152 features; on CIFAR-FS's
 # 32×32 inputs it is 2×2×32 = **128 features**. The convolutions are the same (same filters, same
 # parameter count); only the dense layer shrinks, from 1,152×5 to 128×5 weights. And each final
@@ -119,38 +118,17 @@ report.html_table(report.hyperparameter_rows(CONFIG, paper.HYPERPARAMETERS["mini
                   {"field": "Setting", "paper": "Paper", "ours": "Ours", "same": "Same"})
 
 # %% [markdown]
-# The learning curves of training watch the 16 **validation** classes (and the training classes),
-# never the test classes. The 20 test classes are used once, at the end: 10,000 tasks per setting and
+# The learning curve of training watches the 16 **validation** classes (200 tasks every 2,000
+# meta-iterations), never the test classes. The 20 test classes are used once, at the end: 10,000 tasks per setting and
 # protocol, 1- and 5-shot, transductive and not.
 
 # %% [markdown]
-# ## Which bytes the paper-scale runs train on
+# ## Which bytes the runs read
 #
-# The lossless CIFAR-FS tiles (PNG, 123 MB) are bulky to move between machines, so the paper-scale
-# runs use a compact copy made with `reptile data pack cifar_fs`: JPEG at quality 95
-# without chroma subsampling (4:4:4), whose 8×8 blocks tile each 32×32 image exactly, so no block
-# mixes two images. It is about 50 MB; its pixels differ from the PNG ones by 2 levels of 255 on
-# average. The results file names the bytes used (`cifar_fs/test@jpeg-q95`).
-#
-# A CPU check bounds what this changes (`python -m reptile_lib.encoding_check`): two small models
-# meta-trained from the same seed for a few hundred iterations, one on each encoding, each evaluated on
-# both encodings over the **same** tasks (same classes, images and mini-batches). The *evaluation
-# effect* is a model's accuracy on JPEG minus on PNG tiles, paired task by task; the *training effect*
-# is the JPEG-trained minus the PNG-trained model, both on PNG tiles (it includes the divergence of two
-# training runs, so it is an upper bound rather than the effect itself).
-
-# %% tags=["remove-input", "nbval-check-output"]
-check_path = book.results_path(ENCODING_CHECK, "smoke")
-if check_path.exists():
-    check = load_results(check_path, profile="smoke")
-    c = check["config"]
-    display(Markdown(f"Models: {c['meta_iters']} meta-iterations each (smoke size), seed {check['provenance']['seeds'][0]}; "
-                     f"{c['eval_samples']} test tasks per number. Pixels (0-255 levels), mean |PNG − JPEG|: "
-                     + ", ".join(f"{s} {v['mean_abs']:.2f} (max {v['max_abs']})" for s, v in check["extra"]["pixels"].items())
-                     + "."))
-    display(report.html_table(encoding_rows(check)))
-else:
-    display(Markdown(f"`{check_path.relative_to(REPO_ROOT)}` is absent: run `python -m reptile_lib.encoding_check` to make it."))
+# The runs read the lossless PNG tiles of the data folder (one tile of 600 images per class), so
+# their inputs are CIFAR-100's pixels exactly; the results file names the bytes it was made from
+# (`cifar_fs/test`). A lossy copy made with `reptile data pack cifar_fs` (for moving the data to
+# another machine) would be named `cifar_fs/test@jpeg-q95` in the results, never mixed with these.
 
 # %% [markdown]
 # ## Mini-ImageNet, if you have it
@@ -168,8 +146,7 @@ else:
 #
 # It writes `results/miniimagenet_5way.json` and checkpoints as it goes (`--max-minutes` stops it in
 # time; the same command resumes). A meta-iteration on 84-pixel images costs several times a CIFAR-FS
-# one (the GPU prototype: 17.8 against 3.1 ms for an Omniglot-size one), and we have no copy of the
-# images, so we have not run it. Compare with the paper's **Reptile** rows of
+# one (about seven times the pixels per image), and we have no copy of the images, so we have not run it. Compare with the paper's **Reptile** rows of
 # Table 1 (non-transductive: 47.07 ± 0.26 and
 # 62.74 ± 0.37; transductive: 49.97 ± 0.32 and 65.99 ± 0.58): the cell below does so, with the same
 # verdict as the Omniglot chapter, as soon as that file exists.

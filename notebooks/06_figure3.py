@@ -2,23 +2,31 @@
 # # Figure 3: which inner gradients to combine
 
 # %% tags=["parameters"]
-profile = "paper"  # "paper": committed paper-scale results (a smoke run here when absent); "smoke": tiny runs only
+profile = "paper"  # "paper": committed paper-scale results (a pipeline check here when absent); "smoke": tiny runs only
 device = "cpu"     # torch device for any training done on this page
-seed = 0           # seed of the runs trained on this page
-retrain = False    # True with profile "paper": train the paper-scale figure now (GPU) and rewrite results/figure3.json
+seed = 0           # seed of the pipeline check trained on this page
+retrain = False    # True with profile "paper": advance the queue's ten Figure 3 units now (resumable)
+max_minutes = None  # retraining: stop after this long, checkpointed; run again to resume
 
 # %% tags=["remove-input"]
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from reptile_lib import book, report, sweeps
+from reptile_lib import book, figure3, report, reproduce, sweeps
 from reptile_lib.plots import experiments as plots
 from reptile_lib.plots.style import use_book_style
 
 use_book_style()
 POINTS = sweeps.figure3_points("paper")
-# smoke (sweeps.smoke_figure3): 20 meta-iterations per curve, points on 5 test tasks
-doc, smoke_doc = sweeps.obtain_figure("figure3", profile, retrain=retrain, seed=seed, device=device)
+PLAN = reproduce.load_plan()
+CURVE_UNITS = [e.name for e in figure3.curve_experiments(PLAN).values()]
+if profile == "paper" and retrain:  # the queue's units (runs/plan.toml), as `reptile reproduce --only ...` does
+    reproduce.reproduce(PLAN, device=device, max_minutes=max_minutes, only=CURVE_UNITS, rebuild=False,
+                        install_signals=False)
+    figure3.write(PLAN)
+# results/figure3.json: the finished curves, joined by the queue (reptile_lib.figure3); else a smoke run
+# (sweeps.smoke_figure3: 20 meta-iterations per curve, points on 5 test tasks)
+doc, smoke_doc = sweeps.obtain_figure("figure3", profile, seed=seed, device=device)
 display(Markdown(report.claim_box("06_figure3")))
 
 # %% [markdown]
@@ -37,7 +45,9 @@ display(Markdown(report.claim_box("06_figure3")))
 # Expected: g1 alone barely learns; the more gradients are combined, the faster learning is.
 
 # %% tags=["remove-input"]
-display(Markdown(f"**figure3**: paper-scale run {report.run_state('figure3', doc)}."))
+display(Markdown(f"**Figure 3**: paper-scale runs {report.run_state('figure3', doc)}. Each curve is one unit of "
+                 "the queue of paper-scale runs (`make reproduce`): 40,000 meta-iterations, then its "
+                 "10,000-task evaluation."))
 
 # %% [markdown]
 # ## Results
@@ -60,15 +70,21 @@ def final_rows(d, profile_name):
 
 
 if doc is not None:
-    display(Markdown(f"*{book.provenance_line(doc)}.*"))
+    partial = "" if doc["provenance"]["finished"] else (
+        f" Only {report.progress_text(doc)} so far: the curves missing here are still in the queue, "
+        "and no finding is judged until all ten are in.")
+    display(Markdown(f"{{numref}}`fig-figure3` draws every finished curve; the first table below judges each of "
+                     f"the paper's findings from the numbers, the second gives each curve's final accuracy.{partial} "
+                     f"*{book.provenance_line(doc)}.*"))
     book.show_figure(plots.figure3(doc).figure, "figure3",
                      "Test accuracy against the meta-iteration for each combination of inner gradients: colour = "
                      "number of inner steps k; dotted: the last gradient alone (FOMAML), solid: their sum (Reptile), "
-                     "dashed: their average. Bands: 95% interval over the sampled tasks of each point.")
+                     "dashed: their average. Bands: 95% interval over the 500 sampled tasks of each point (with "
+                     "several seeds: the range over seeds).")
     display(report.html_table(report.figure3_findings(doc), FINDINGS), report.html_table(final_rows(doc, "paper")))
 else:
-    display(Markdown("No paper-scale Figure 3 run exists: the figure and its findings appear here when it does. "
-                     "The pipeline check below runs the same code at a tiny size."))
+    display(Markdown("No Figure 3 curve has finished at paper scale yet: the figure and its findings appear here "
+                     "as the queue finishes them. The pipeline check below runs the same code at a tiny size."))
 
 # %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Pipeline check: a smoke run trained on this page, not the paper's experiment (show)", "code_prompt_hide": "Pipeline check (hide)"}
 if doc is None:
@@ -99,11 +115,12 @@ report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner
                     "Outer step": f"{p.config.meta_step:g} → {p.config.meta_step_final:g}"} for p in POINTS])
 
 # %% [markdown]
-# Runs with the same k have the same shapes and train together on the GPU (one batched computation);
-# all use one seed, so at every point of the curves they are measured on the same test tasks.
-# A curve point is the accuracy on 250 freshly sampled test tasks every 1,000 meta-iterations (a 95%
-# interval of about ±2.5 points at 80% accuracy, ±1.5 at 95%), drawn as a band; the final accuracy
-# of each curve is measured on 10,000 test tasks.
+# Each curve is its own unit of the queue of paper-scale runs (`runs/plan.toml`, `make reproduce`),
+# trained on a CPU in the released order, one after another; all use seed 0 (a second seed follows
+# later in the queue), so at every point of the curves they are measured on the same test tasks. A
+# curve point is the accuracy on 500 freshly sampled test tasks every 1,000 meta-iterations (a 95%
+# interval of about ±1.8 points at 80% accuracy, ±1 at 95%), drawn as a band; the final accuracy of
+# each curve is measured on 10,000 test tasks.
 
 # %% [markdown]
 # ## What to take away

@@ -115,8 +115,11 @@ def run_status(doc: Mapping[str, Any] | None) -> Verdict | None:
 
 def progress_text(doc: Mapping[str, Any]) -> str:
     """'seed 0: 45,000 of 100,000 meta-iterations; ...' from a results file's ``extra.iterations``."""
+    extra = doc.get("extra", {})
+    if "curves_finished" in extra:   # a figure assembled from the queue's curves (reptile_lib.figure3)
+        return f"{extra['curves_finished']} of {len(extra['points'])} curves finished"
     total = doc.get("config", {}).get("meta_iters")
-    its = doc.get("extra", {}).get("iterations", {})
+    its = extra.get("iterations", {})
     if not its or total is None:
         return "training not complete"
     return "; ".join(f"seed {s}: {int(i):,} of {int(total):,} meta-iterations" for s, i in sorted(its.items()))
@@ -495,7 +498,7 @@ def expected_config(name: str) -> Any:
         return geometry.get_config("paper")
     if name in ("figure3", "figure4"):
         return sweeps.figure_config(name, "paper")
-    if name == "omniglot_5way":
+    if name in ("omniglot_5way", "cifar_fs_5way"):   # the queue's runs (runs/plan.toml)
         from .reproduce import experiment_config
 
         return experiment_config(name)
@@ -521,7 +524,12 @@ def scoreboard_docs(results_dir: Any = None) -> dict[str, dict | None]:
 
 
 def _queue_text(name: str, queue: Sequence[Mapping[str, Any]], done_seeds: Sequence[int] = ()) -> str | None:
-    """'queue: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending' for the units of one experiment."""
+    """'queue: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending' for the units of one experiment.
+
+    Figure 3 is ten experiments (``figure3_<curve>``), one per curve: counted per seed
+    ('queue: seed 0: 3 of 10 curves done, figure3_g4 training: 2,000 of 40,000, 6 pending')."""
+    if name == "figure3":   # a seed counts as done only when all ten of its curves are
+        return _figure3_queue_text(queue)
     prefix = f"{name}-seed"
     units = [(int(r["unit"][len(prefix):]), r["state"]) for r in queue
              if str(r["unit"]).startswith(prefix) and r["unit"][len(prefix):].isdigit()]
@@ -533,6 +541,24 @@ def _queue_text(name: str, queue: Sequence[Mapping[str, Any]], done_seeds: Seque
     if pending:
         parts.append(("seed " if len(pending) == 1 else "seeds ") + ", ".join(map(str, pending)) + " pending")
     return "queue: " + "; ".join(parts)
+
+
+def _figure3_queue_text(queue: Sequence[Mapping[str, Any]]) -> str | None:
+    by_seed: dict[int, list[tuple[str, str]]] = {}
+    for r in queue:
+        exp, sep, seed = str(r["unit"]).rpartition("-seed")
+        if exp.startswith("figure3_") and sep and seed.isdigit():
+            by_seed.setdefault(int(seed), []).append((exp, r["state"]))
+    parts = []
+    for seed, units in sorted(by_seed.items()):
+        done = sum(st == "done" for _, st in units)
+        if done == len(units):
+            continue
+        running = [f"{exp} {st}" for exp, st in units if st not in ("done", "pending")]
+        pending = sum(st == "pending" for _, st in units)
+        parts.append(", ".join([f"seed {seed}: {done} of {len(units)} curves done", *running]
+                               + ([f"{pending} pending"] if pending else [])))
+    return "queue: " + "; ".join(parts) if parts else None
 
 
 def _scale(name: str, doc: Mapping[str, Any] | None, queue: Sequence[Mapping[str, Any]]) -> str:
@@ -548,9 +574,15 @@ def _scale(name: str, doc: Mapping[str, Any] | None, queue: Sequence[Mapping[str
         return f"unfinished ({progress_text(doc)})"
     if more is None:
         return NOT_RUN
-    if all(u.endswith("pending") for u in more.removeprefix("queue: ").split("; ")):
+    if all(r["state"] == "pending" for r in queue if _unit_of(name, str(r["unit"]))):
         return f"not run yet ({more})"
     return f"unfinished ({more})"
+
+
+def _unit_of(name: str, unit: str) -> bool:
+    """Whether queue unit ``unit`` ('omniglot_5way-seed0') belongs to results file ``name`` (figure3: its ten curves)."""
+    exp, _, seed = unit.rpartition("-seed")
+    return seed.isdigit() and (exp == name or (name == "figure3" and exp.startswith("figure3_")))
 
 
 def _device(doc: Mapping[str, Any] | None) -> str:

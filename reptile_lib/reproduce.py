@@ -343,6 +343,9 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
 
     ev = load_eval_state(plan, unit) or {"config_hash": unit.config.hash(), "scores": {}, "generators": {},
                                          "finished": False}
+    # which data the scores come from (a lossy copy of CIFAR-FS is named cifar_fs/test@jpeg-q95)
+    ev.setdefault("data", {k: {"name": v.name, "classes": v.num_classes, "per_class": v.per_class}
+                           for k, v in splits.items()})
     learner = make_learner(unit.config, splits["train"].image_shape, device)
     done_now = 0
     for split, spec, n in _eval_tasks(unit):
@@ -384,12 +387,13 @@ def write_experiment_results(plan: Plan, experiment: str) -> Path | None:
 
     exp = plan.experiments[experiment]
     per_task: dict[str, dict[int, list[float]]] = {}
-    seeds, histories, iterations, segs, wall = [], {}, {}, {}, 0.0
+    seeds, histories, iterations, segs, wall, data = [], {}, {}, {}, 0.0, {}
     for unit in plan.of(experiment):
         ev = load_eval_state(plan, unit)
         if ev is None or not ev.get("finished"):
             continue
         seeds.append(unit.seed)
+        data = data or ev.get("data", {})
         for name, correct in ev["scores"].items():
             per_task.setdefault(name, {})[unit.seed] = (correct.double() / unit.config.classes).tolist()
         st = load_checkpoint(checkpoint_path(plan, unit), unit.config)
@@ -404,9 +408,21 @@ def write_experiment_results(plan: Plan, experiment: str) -> Path | None:
     prov = provenance("cpu", seeds, wall, True, seeds_planned=planned, commits=commits, segments=segs)
     prov["device"] = "; ".join(devices)   # the machines that trained and evaluated (every segment's is in segments)
     extra = {"history": histories, "iterations": iterations, "algorithm": exp.config.algorithm,
-             "evaluate": dict(exp.evaluate), "curve": list(exp.curve) if exp.curve else None}
+             "evaluate": dict(exp.evaluate), "curve": list(exp.curve) if exp.curve else None, "data": data}
     metrics = {name: summarize(v) for name, v in sorted(per_task.items())}
     return write_results(results_path(plan, experiment), experiment, "paper", exp.config, metrics, prov, extra)
+
+
+def _write_figures(plan: Plan, unit: Unit, missing_only: bool = False) -> None:
+    """A Figure 3 curve finished: rewrite ``results/figure3.json`` from the curves finished so far
+    (``missing_only``: only if that file lacks this unit, e.g. after a stop between the two files)."""
+    from . import figure3
+
+    if unit.config.name not in figure3.curve_experiments(plan):
+        return
+    if missing_only and figure3.has_unit(plan, unit.config.name, unit.seed):
+        return
+    figure3.write(plan)
 
 
 def _path_name(step: Callable | None) -> str:
@@ -455,6 +471,8 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
     if unit_state(plan, unit)["phase"] == "done":
         if summarize and not _in_results(plan, unit):   # stopped between the last evaluation chunk and the results
             write_experiment_results(plan, unit.experiment.name)
+        if summarize:
+            _write_figures(plan, unit, missing_only=True)
         return True
     splits = _splits(unit, data_root)
     step = train_step(unit.config, device)
@@ -480,6 +498,7 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
     _log_segment(plan, unit, record)
     if finished and summarize:
         write_experiment_results(plan, unit.experiment.name)
+        _write_figures(plan, unit)
         if rebuild and unit.experiment.chapter:
             _rebuild_chapter(unit.experiment.chapter)
     return finished

@@ -385,14 +385,25 @@ class CostModel:
     about 1,024/7,056 of the 84-pixel ones (17.8 ms graph: 36 us), i.e. ~5.2 us. Evaluation is
     priced the same way (a forward-only prediction as a third of an image step). Estimates, to be
     replaced by the first job's measured log.
+
+    ``cpu``: one CPU thread of this project's 2-core machine, the released order on flat buffers, one
+    task at a time (so every evaluation task pays its own launches: ``tasks_at_once`` = 1). Fitted to
+    two measurements on Omniglot: 145 ms per 5-way meta-iteration (the queue's log: 5 tasks x 5 steps
+    x 10 images) and ~220 ms per evaluation task (50 steps of 5 images and the predictions): a step
+    costs about 3.0 ms plus 0.28 ms per image.
     """
 
     launch_ms: float = 0.42
     per_image_us: float = 4.1
     startup_s: float = 60.0
+    tasks_at_once: int | None = None   # evaluation tasks sharing one launch (None: the chunk)
 
     @staticmethod
     def of(path: str, dataset: str = "omniglot") -> "CostModel":
+        if path == "cpu":
+            if dataset != "omniglot":
+                raise ValueError(f"no CPU cost measured for {dataset}: only omniglot")
+            return CostModel(3.0, 280.0, 10.0, tasks_at_once=1)
         per_image = {"omniglot": 4.1, "cifar_fs": 5.2, "fc100": 5.2, "miniimagenet": 36.0}[dataset]
         launch = {"graph": 0.42, "eager": 7.0}[path]
         return CostModel(launch, per_image)
@@ -409,6 +420,8 @@ def train_seconds(group: Sequence[Config], cost: CostModel, batched: bool = True
     """Meta-training a group of same-shape runs (all together if ``batched``, else one after another)."""
     c = group[0]
     steps, images = len(_step_images(c)), c.meta_batch * sum(_step_images(c))
+    if cost.tasks_at_once == 1:   # one task at a time: each task's steps pay their own launches
+        steps *= c.meta_batch
     per_iter_ms = (steps * cost.launch_ms * (1 if batched else len(group)) + len(group) * images * cost.per_image_us / 1000)
     return c.meta_iters * per_iter_ms / 1000
 
@@ -416,6 +429,7 @@ def train_seconds(group: Sequence[Config], cost: CostModel, batched: bool = True
 def eval_seconds(c: Config, n_tasks: int, cost: CostModel, chunk: int = 1000) -> float:
     """One split's evaluation (every protocol of ``c``) on ``n_tasks`` tasks."""
     total = 0.0
+    chunk = cost.tasks_at_once or chunk
     for e in c.evals:
         chunks = math.ceil(n_tasks / chunk)
         adapt = n_tasks * e.eval_iters * e.eval_batch
@@ -433,7 +447,8 @@ def monitor_seconds(c: Config, splits: int, cost: CostModel) -> float:
 def estimate(configs: Sequence[Config], path: str = "graph", *, seeds: int = 1, batched: bool = True,
              eval_splits: int = 1, monitor_splits: int = 1, eval_chunk: int = 1000,
              eval_tasks: Sequence[int] | None = None) -> dict:
-    """Estimated H100 seconds of a set of runs: training (grouped by shape), curves, final evaluation.
+    """Estimated seconds of a set of runs (``path``: ``graph``/``eager`` on the H100, ``cpu`` on one core of
+    this project's CPU): training (grouped by shape), curves, final evaluation.
 
     ``eval_tasks``: tasks of each evaluated split (default ``eval_samples`` for each of ``eval_splits``).
     """

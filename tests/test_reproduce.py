@@ -107,6 +107,9 @@ def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_
     # the record names the step that trained (the fast released-order step on a CPU)
     assert {s["train_path"] for s in R.segments(plan, unit)} == {"engine.sequential.SequentialMetaStep"}
     assert "done" in R.status_text(plan)
+    # the results name the data they were evaluated on
+    data = json.loads(R.results_path(plan, "tiny").read_text())["extra"]["data"]
+    assert data["test"]["name"].startswith("omniglot") and data["test"]["classes"] == 423
 
 
 def test_killed_while_writing_results_leaves_nothing_half_written(tmp_path, omniglot_root, reference, monkeypatch):

@@ -150,6 +150,20 @@ def test_cost_model_reproduces_the_prototype_timings():
     assert sweeps.train_seconds([twenty], eager) == pytest.approx(83, rel=0.15)
 
 
+def test_cpu_cost_model_reproduces_the_measured_cpu_timings():
+    """One CPU core, one task at a time: 145 ms per Omniglot 5-way meta-iteration, ~0.22 s per 1-shot eval task."""
+    from reptile_lib.configs import OMNIGLOT_5WAY
+
+    cpu = sweeps.CostModel.of("cpu")
+    one = dataclasses.replace(OMNIGLOT_5WAY, meta_iters=1000)
+    assert sweeps.train_seconds([one], cpu, batched=False) == pytest.approx(145, rel=0.02)
+    one_shot = dataclasses.replace(one, evals=one.evals[:1])
+    assert sweeps.eval_seconds(one_shot, 1000, cpu) == pytest.approx(220, rel=0.1)
+    assert sweeps.eval_seconds(one_shot, 1000, cpu) == pytest.approx(1000 * sweeps.eval_seconds(one_shot, 1, cpu))
+    with pytest.raises(ValueError, match="only omniglot"):
+        sweeps.CostModel.of("cpu", "cifar_fs")
+
+
 def test_each_figure_fits_ten_minutes_with_the_engine():
     for fig in ("figure3", "figure4"):
         e = sweeps.estimate(sweeps.unique_configs(sweeps.figure_points(fig)), "graph")

@@ -3,7 +3,7 @@
     python tools/build_book.py                       # build the site from the committed executed notebooks
     python tools/build_book.py --execute             # notebooks/*.py -> book/executed/*.ipynb, then build
     python tools/build_book.py --execute --only 04_omniglot --profile smoke
-    python tools/build_book.py --execute --profile paper --retrain --device cuda --n-seeds 3   # make reproduce
+    python tools/build_book.py --execute --profile paper --retrain --device cuda --n-seeds 3   # every run, now
     python tools/build_book.py --only 04 --profile paper --retrain --device cuda --max-minutes 9   # resumable slices
 
 Executing a notebook: ``jupytext --to ipynb notebooks/NN.py`` writes the paired (git-ignored)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="execute only these notebooks (e.g. 04_omniglot or 04); implies --execute")
     p.add_argument("--profile", choices=("paper", "smoke"), default="paper",
                    help="'paper': committed results, smoke fallback (default); 'smoke': always train tiny versions")
-    p.add_argument("--retrain", action="store_true", help="retrain the paper-scale experiments (GPU) and rewrite results/")
+    p.add_argument("--retrain", action="store_true", help="retrain the paper-scale experiments now (hours) and rewrite results/")
     p.add_argument("--device", default="cpu", help="torch device for training (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
     p.add_argument("--n-seeds", type=int, default=1, help="seeds per experiment when retraining (default: 1)")

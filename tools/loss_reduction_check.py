@@ -38,6 +38,7 @@ import torch  # noqa: E402
 
 from reptile_lib.configs import OMNIGLOT_5WAY, Config, EvalSpec  # noqa: E402
 from reptile_lib.data import load_dataset  # noqa: E402
+from reptile_lib.engine.sequential import SequentialMetaStep, TaskEvaluator  # noqa: E402
 from reptile_lib.experiment import eval_generator  # noqa: E402
 from reptile_lib.evaluate import evaluate  # noqa: E402
 from reptile_lib.inner import classification_loss  # noqa: E402
@@ -123,8 +124,10 @@ def evaluate_resumable(path: Path, learner, loss_fn, state: TrainState, data, se
     n = sum(v.numel() for v in done["transductive"])
     while n < n_tasks:
         k = min(block, n_tasks - n)
+        # the one-task-at-a-time scorer: the same tasks and per-task results as the reference, faster here
+        score = TaskEvaluator(learner.model, learner.opt, state.params, state.opt_state, loss_fn.reduction)
         acc = evaluate(learner.model, loss_fn, state.params, learner.opt, state.opt_state, sampler, shots, 5, 50, k,
-                       chunk=50)
+                       chunk=50, score=score)
         for proto, v in acc.items():
             done[proto].append(v)
         n += k
@@ -239,7 +242,8 @@ def main() -> None:
                     t = time.time()
                     trained[(train_red, seed)] = meta_train(
                         config, splits["train"], seed=seed, checkpoint=args.work_dir / f"train_{train_red}_seed{seed}.pt",
-                        checkpoint_every=50, learner=dataclasses.replace(learner, loss_fn=losses[train_red]))
+                        checkpoint_every=50, learner=dataclasses.replace(learner, loss_fn=losses[train_red]),
+                        step_fn=SequentialMetaStep())   # the released order on flat buffers (same results)
                     print(f"trained {train_red} seed {seed}: {time.time() - t:.0f}s", flush=True)
                 state = trained[(train_red, seed)]
                 t = time.time()

@@ -76,7 +76,8 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
     """Figure 3: test accuracy against meta-iteration for each gradient combination.
 
     Colour = number of inner steps k; line style = how they combine (dotted: g_k alone, FOMAML;
-    solid: the sum, Reptile; dashed: the average). Bands: 95% interval over the sampled tasks of a point.
+    solid: the sum, Reptile; dashed: the average). Bands: with one seed, the 95% interval over the
+    sampled tasks of a point; with several (``extra.seed_curves``), from the lowest to the highest seed.
     """
     import numpy as np
 
@@ -92,14 +93,20 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
         k = int(p["value"])
         color, style = K_COLORS.get(k, "gray"), FAMILY_STYLE.get(p["panel"], "-")
         ax.plot(its, acc, color=color, ls=style, lw=1.6 if p["panel"] != "g1 alone" else 2.0, label=p["algorithm"])
-        if band and f"{key}_ci95" in h[0]:
+        seeds = list(doc["extra"].get("seed_curves", {}).get(p["config"], {}).values())
+        if band and len(seeds) > 1:  # several seeds: the band spans them (lowest to highest seed)
+            per_seed = np.array([[next(q[key] for q in s if q["iteration"] == i) for i in its] for s in seeds])
+            ax.fill_between(its, 100 * per_seed.min(0), 100 * per_seed.max(0), color=color, alpha=0.12, lw=0)
+        elif band and f"{key}_ci95" in h[0]:
             ci = 100 * np.array([q[f"{key}_ci95"] for q in h])
             ax.fill_between(its, acc - ci, acc + ci, color=color, alpha=0.08, lw=0)
     m = doc["extra"]["monitor"]
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel(f"{m['split']} accuracy, 5-shot 5-way (%)")
+    several = any(len(v) > 1 for v in doc["extra"].get("seed_curves", {}).values())
+    bands = "range over seeds" if several else "95% interval over those tasks"
     ax.set_title(f"Figure 3: inner-gradient combinations ({_kind(doc)})\n{m['tasks_per_point']} {m['split']} tasks "
-                 f"per point, {PROTOCOL_LABEL[protocol]}; bands: 95% interval over those tasks", fontsize=9)
+                 f"per point, {PROTOCOL_LABEL[protocol]}; bands: {bands}", fontsize=9)
     ax.grid(alpha=0.3)
     legend_below(ax.figure, [ax], ncol=4)
     return ax

@@ -1,0 +1,108 @@
+"""Figure 3 is assembled from the queue's ten curve experiments (reptile_lib.figure3)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from reptile_lib import figure3, report, sweeps
+from reptile_lib import reproduce as R
+from reptile_lib.paths import REPO_ROOT
+from reptile_lib.results import load_results, provenance, summarize, write_results
+
+METRIC = "test_5shot_5way_nontransductive"
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> R.Plan:
+    (tmp_path / "runs").mkdir()
+    shutil.copy(REPO_ROOT / "runs" / "plan.toml", tmp_path / "runs" / "plan.toml")
+    return R.load_plan(tmp_path / "runs" / "plan.toml")
+
+
+def _curve(levels, ci=0.02):
+    return [{"iteration": 1000 * i, "test_nontransductive": v, "test_nontransductive_ci95": ci}
+            for i, v in enumerate(levels)]
+
+
+def _write_curve(plan: R.Plan, label: str, per_seed: dict[int, float], config=None) -> Path:
+    """A curve's results file as the queue writes it: per-task scores of each seed, curves per seed."""
+    exp = figure3.curve_experiments(plan)[f"figure3[{label}]"]
+    per_task = {s: [1.0] * int(100 * acc) + [0.0] * (100 - int(100 * acc)) for s, acc in per_seed.items()}
+    metrics = {METRIC: summarize(per_task)}
+    extra = {"history": {str(s): _curve([0.2, acc - 0.05, acc]) for s, acc in per_seed.items()},
+             "iterations": {str(s): 40_000 for s in per_seed}, "curve": ["test", 1000, 500]}
+    prov = provenance("cpu", sorted(per_seed), 10.0, True, commits=["abc"])
+    return write_results(R.results_path(plan, exp.name), exp.name, "paper", config or exp.config, metrics, prov, extra)
+
+
+LEVELS = {"g1": 0.30, "g2": 0.80, "g3": 0.82, "g4": 0.84, "g1+g2": 0.85, "g1+g2+g3": 0.88,
+          "g1+g2+g3+g4": 0.91, "(g1+g2)/2": 0.83, "(g1+g2+g3)/3": 0.86, "(g1+g2+g3+g4)/4": 0.89}
+
+
+def test_the_plan_trains_exactly_the_ten_curves_into_separate_files(plan):
+    exps = figure3.curve_experiments(plan)
+    assert sorted(exps) == sorted(p.config.name for p in sweeps.figure3_points("paper"))
+    assert len({R.results_path(plan, e.name) for e in exps.values()}) == 10
+    assert all(e.curve == ("test", 1000, 500) and dict(e.evaluate) == {"test": 10_000} for e in exps.values())
+
+
+def test_assembled_from_finished_curves_only_and_finished_when_all_ten_are(plan):
+    assert figure3.assemble(plan) is None
+    _write_curve(plan, "g1", {0: 0.30, 1: 0.40})
+    _write_curve(plan, "g1+g2", {0: 0.85})
+    _write_curve(plan, "g2", {0: 0.80}, config=sweeps.smoke_figure3(sweeps.figure3_points()[1].config))  # another config
+    doc = figure3.assemble(plan)
+    assert not doc["provenance"]["finished"] and doc["extra"]["curves_finished"] == 2
+    assert doc["provenance"]["seeds"] == [0, 1]
+    assert set(doc["metrics"]) == {f"figure3[g1]|{METRIC}", f"figure3[g1+g2]|{METRIC}"}
+    assert doc["metrics"][f"figure3[g1]|{METRIC}"]["n_tasks"] == 200
+    mean = doc["extra"]["curves"]["figure3[g1]"]
+    assert [q["test_nontransductive"] for q in mean] == pytest.approx([0.2, 0.30, 0.35])
+    assert mean[0]["seeds"] == 2 and mean[0]["test_nontransductive_ci95"] == pytest.approx(0.02 / 2 ** 0.5)
+    assert set(doc["extra"]["seed_curves"]["figure3[g1]"]) == {"0", "1"}
+    # unfinished: the findings are not compared
+    assert {r["holds"] for r in report.figure3_findings(doc)} == {"unfinished run — not evaluated"}
+
+
+def test_all_ten_give_the_findings_the_figure_and_the_file_the_chapter_loads(plan):
+    for label, acc in LEVELS.items():
+        _write_curve(plan, label, {0: acc, 1: acc - 0.01})
+    path = figure3.write(plan)
+    doc = load_results(path, sweeps.figure_config("figure3", "paper"), "paper")   # what the chapter loads
+    assert doc["provenance"]["finished"] and doc["extra"]["curves_finished"] == 10
+    rows = report.figure3_findings(doc)
+    assert rows[0]["holds"] == "yes" and rows[1]["holds"].startswith("yes")
+    ax = __import__("reptile_lib.plots.experiments", fromlist=["figure3"]).figure3(doc)
+    assert "range over seeds" in ax.get_title() and len(ax.get_lines()) == 10
+
+
+def test_the_queue_writes_the_figure_once_when_a_curve_is_done(plan):
+    _write_curve(plan, "g3", {0: 0.82})
+    unit = next(u for u in plan.units if u.experiment.name == "figure3_g3" and u.seed == 0)
+    other = next(u for u in plan.units if u.experiment.name == "omniglot_5way")
+    R._write_figures(plan, other)
+    assert not (plan.results / "figure3.json").exists()        # not a Figure 3 unit
+    R._write_figures(plan, unit, missing_only=True)
+    first = (plan.results / "figure3.json").read_text()
+    assert "figure3[g3]" in json.loads(first)["extra"]["seed_curves"]
+    R._write_figures(plan, unit, missing_only=True)               # already there: not rewritten
+    assert (plan.results / "figure3.json").read_text() == first
+
+
+def test_the_scoreboard_counts_figure3_curves_per_seed(plan):
+    queue = [{"unit": f"figure3_{c}-seed{s}", "state": "pending"} for s in (0, 1) for c in ("g1", "g2", "g3")]
+    queue[0]["state"] = "done"
+    queue[1]["state"] = "training: 2,000 of 40,000"
+    queue.append({"unit": "omniglot_5way-seed0", "state": "training: 5 of 100,000"})
+    assert report._scale("figure3", None, queue) == (
+        "unfinished (queue: seed 0: 1 of 3 curves done, figure3_g2 training: 2,000 of 40,000, 1 pending; "
+        "seed 1: 0 of 3 curves done, 3 pending)")
+    _write_curve(plan, "g1", {0: 0.3})
+    doc = figure3.assemble(plan)
+    assert report._scale("figure3", doc, queue) == "unfinished (1 of 10 curves finished)"
