@@ -125,9 +125,14 @@ def load_checkpoint(path: str | os.PathLike, config: Config, device: Any = "cpu"
 
 
 def monitor(config: Config, learner: Learner, state: TrainState, splits: dict[str, ClassDataset],
-            iteration: int, train_loss: float) -> dict:
-    """A learning-curve point: accuracy (mean, 95% interval) on a few sampled tasks of each split (first eval protocol)."""
+            iteration: int, train_loss: float, scorer: Callable | None = None) -> dict:
+    """A learning-curve point: accuracy (mean, 95% interval) on a few sampled tasks of each split (first eval protocol).
+
+    ``scorer(learner, params, opt_state)``, if given, makes the per-chunk scorer of ``evaluate.evaluate``
+    (e.g. ``engine.sequential.task_scorer``); the tasks are the same whichever scores them.
+    """
     spec = config.evals[0]
+    score = scorer(learner, state.params, state.opt_state) if scorer is not None else None
     point: dict[str, Any] = {"iteration": iteration, "train_loss": train_loss,
                              "meta_step": meta_step_size(config.meta_step, config.meta_step_final,
                                                          iteration, config.meta_iters)}
@@ -135,7 +140,7 @@ def monitor(config: Config, learner: Learner, state: TrainState, splits: dict[st
         sampler = TaskSampler(data, config.classes, state.generators["monitor"])
         acc = evaluate(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
                        spec.shots, spec.eval_batch, spec.eval_iters, config.eval_interval_tasks,
-                       chunk=config.eval_interval_tasks, replacement=config.replacement)
+                       chunk=config.eval_interval_tasks, replacement=config.replacement, score=score)
         for proto, v in acc.items():
             point[f"{split}_{proto}"] = float(v.mean())
             point[f"{split}_{proto}_ci95"] = Accuracy.of(v).ci95  # 95% interval over those tasks (curve bands)
@@ -148,7 +153,7 @@ def meta_train(config: Config, train_data: ClassDataset, *, seed: int = 0, devic
                resume: bool = True, deadline: float | None = None, progress: bool = False,
                stop_at: int | None = None, learner: Learner | None = None,
                step_fn: Callable | None = None, checkpoint_seconds: float | None = None,
-               stop: Callable[[], bool] | None = None) -> TrainState:
+               stop: Callable[[], bool] | None = None, scorer: Callable | None = None) -> TrainState:
     """Meta-train ``config`` on ``train_data`` (Algorithm 2 with the released code's details).
 
     Args:
@@ -163,6 +168,7 @@ def meta_train(config: Config, train_data: ClassDataset, *, seed: int = 0, devic
       checkpoint_seconds: also checkpoint when this much wall time passed since the last one
         (a killed run then loses at most that much).
       stop: called after every iteration; True checkpoints and stops (e.g. on SIGTERM).
+      scorer: how the learning-curve points are scored (see :func:`monitor`).
     Returns the final :class:`TrainState`; ``state.finished(config)`` says whether all
     ``meta_iters`` were done.
     """
@@ -199,7 +205,7 @@ def meta_train(config: Config, train_data: ClassDataset, *, seed: int = 0, devic
                     f"last checkpoint was kept. Lower --learning-rate or --meta-step and re-run.")
             state.params, state.opt_state, state.iteration = r.params, r.state, i + 1
             if monitor_splits and (state.iteration % config.eval_interval == 0 or state.iteration == 1):
-                state.history.append(monitor(config, learner, state, monitor_splits, state.iteration, loss))
+                state.history.append(monitor(config, learner, state, monitor_splits, state.iteration, loss, scorer))
             state.wall_time_s = time.time() - t0
             due = checkpoint_seconds is not None and time.time() - last_save >= checkpoint_seconds
             if checkpoint is not None and (state.iteration % checkpoint_every == 0 or due):

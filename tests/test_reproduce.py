@@ -106,6 +106,7 @@ def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_
     assert [s["iterations"] for s in R.segments(plan, unit)] == [6, 6, 0]
     # the record names the step that trained (the fast released-order step on a CPU)
     assert {s["train_path"] for s in R.segments(plan, unit)} == {"engine.sequential.SequentialMetaStep"}
+    assert {s["eval_path"] for s in R.segments(plan, unit)} == {"engine.sequential.task_scorer"}
     assert "done" in R.status_text(plan)
     # the results name the data they were evaluated on
     data = json.loads(R.results_path(plan, "tiny").read_text())["extra"]["data"]

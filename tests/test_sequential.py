@@ -89,6 +89,25 @@ def test_sequential_step_is_the_reference_released_order(tiny_data, float64, net
         assert state_f == {}
 
 
+@pytest.mark.parametrize("steps", [[2], [1, 2], "average"], ids=["g2", "g1+g2", "(g1+g2)/2"])
+def test_with_sgd_the_fast_step_is_the_batched_path_too(tiny_data, float64, steps):
+    """Figure 3's runs (plain SGD, the batched path's defaults): no state is carried, so one order fits all."""
+    model = OmniglotNet(3)
+    weights = step_weights(2, average=True) if steps == "average" else step_weights(2, steps)
+    loss, opt = classification_loss(model), SGD(0.05)
+    phi = init_params(model, torch.Generator().manual_seed(0))
+    sampler = TaskSampler(tiny_data, 3, torch.Generator().manual_seed(1))
+    ref_phi, fast_phi = phi, phi
+    for _ in range(3):
+        batches = sampler.train_batches(2, 4, 6, 2)
+        ref_phi = meta_step(loss, ref_phi, opt, {}, batches, 0.6, weights, batched=True, adam_carry="mean").params
+        fast_phi = SequentialMetaStep()(loss, fast_phi, opt, {}, batches, 0.6, weights, batched=True,
+                                        adam_carry="mean").params
+    assert _max_diff(fast_phi, phi) > 1e-4 and _max_diff(fast_phi, ref_phi) < 1e-10
+    sgd = dataclasses.replace(TINY, sgd=True, learning_rate=0.05, batched=True, adam_carry="mean")
+    assert isinstance(train_step(sgd, "cpu"), SequentialMetaStep)
+
+
 def test_flat_layout_round_trips_the_parameter_dict():
     model = MiniImageNetNet(5, 32)
     phi = init_params(model, torch.Generator().manual_seed(0))
@@ -164,3 +183,22 @@ def test_float32_forward_is_as_precise_as_the_reference():
     model.float()
     err_fast, err_ref = float((fast - exact).abs().max()), float((ref - exact).abs().max())
     assert err_fast < 2 * err_ref, (err_fast, err_ref)   # measured: 6e-6 against 8e-6 (the channels_last kernel: 3.5e-5)
+
+
+def test_learning_curves_scored_by_the_fast_scorer_are_the_references(float64):
+    """``meta_train(scorer=task_scorer)`` (the queue on a CPU) draws and scores the curve tasks alike."""
+    from reptile_lib.engine.sequential import task_scorer
+
+    data = _noisy()
+    config = dataclasses.replace(TINY, meta_iters=4, eval_interval=2, eval_interval_tasks=5)
+    ref = meta_train(config, data, seed=1, monitor_splits={"test": data})
+    made = []
+
+    def scorer(learner, params, state):
+        made.append(params)
+        return task_scorer(learner, params, state)
+
+    fast = meta_train(config, data, seed=1, monitor_splits={"test": data}, scorer=scorer)
+    assert [q["iteration"] for q in fast.history] == [1, 2, 4] and len(made) == 3
+    assert fast.history == ref.history
+    assert 0 < fast.history[-1]["test_nontransductive"] < 1
