@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from reptile_lib.algorithms import meta_step, meta_step_size  # noqa: E402
-from reptile_lib.configs import CIFAR_FS_5WAY, MINIIMAGENET_5WAY, OMNIGLOT_5WAY, OMNIGLOT_20WAY, Config  # noqa: E402
+from reptile_lib.configs import (CIFAR_FS_5WAY, MINIIMAGENET_5WAY, OMNIGLOT_5WAY, OMNIGLOT_20WAY, Config,  # noqa: E402
+                                 config_by_name)
 from reptile_lib.engine.counting import count_cuda_kernels, count_ops  # noqa: E402
 from reptile_lib.engine.evaluate import default_eval_chunk, fast_evaluate  # noqa: E402
 from reptile_lib.engine.runner import MetaStepRunner, eps_schedule  # noqa: E402
@@ -67,6 +68,11 @@ DATA = {"omniglot": (4800, 20, 1, 28, torch.bool, 1.0), "miniimagenet": (64, 60,
 # The CPU targets at 2 threads on a quiet machine (ms per meta-iteration of engine_sequential; eval s per 10,000 tasks)
 CPU_TARGETS = {"omniglot_5way": 35.0, "omniglot_20way": 130.0, "cifar_fs_5way": 90.0}
 CPU_EVAL_TARGETS = {"omniglot_5way": 300.0, "omniglot_20way": 1200.0}
+# Evaluations that can be timed: (config, index of its eval setting, key in the results file)
+EVAL_CONFIGS = {"omniglot_5way": (OMNIGLOT_5WAY, 0, "eval"),                    # 5-way 1-shot
+                "omniglot_20way": (OMNIGLOT_20WAY, 1, "eval_20way_5shot"),      # 20-way 5-shot
+                "cifar_fs_5way": (CIFAR_FS_5WAY, 1, "eval_cifar_fs_5shot"),     # 5-way 5-shot, 15-image steps
+                "figure3": (config_by_name("figure3[g1+g2]"), 0, "eval_figure3")}  # 5 SGD steps of 25 images
 LAUNCH_US = 2.5  # launch-to-launch latency per kernel inside a CUDA graph on an H100
 # The engine's design targets on an H100 (ms per meta-iteration unless said otherwise)
 TARGETS = {"omniglot_5way": 1.0, "omniglot_20way": 2.5, "miniimagenet_5way": 6.0}
@@ -410,8 +416,9 @@ def main(argv=None) -> int:
                          "engine_sequential, engine_graph, runsN)")
     ap.add_argument("--eval-paths", nargs="+", default=["reference", "engine", "sequential"],
                     choices=["reference", "engine", "sequential"], help="evaluations timed")
-    ap.add_argument("--eval-configs", nargs="+", default=["omniglot_5way"], choices=["omniglot_5way", "omniglot_20way"],
-                    help="evaluations timed: omniglot_5way (1-shot) and omniglot_20way (5-shot)")
+    ap.add_argument("--eval-configs", nargs="+", default=["omniglot_5way"], choices=list(EVAL_CONFIGS),
+                    help="evaluations timed: omniglot_5way (1-shot), omniglot_20way (5-shot), cifar_fs_5way (5-shot), "
+                         "figure3 (a Figure 3 curve's 5-shot evaluation)")
     ap.add_argument("--quick", action="store_true", help="few iterations (the default on a CPU)")
     ap.add_argument("--full", action="store_true", help="the GPU's iteration counts even on a CPU")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per path (default 5 on CUDA, 3 quick)")
@@ -529,9 +536,8 @@ def main(argv=None) -> int:
         doc["configs"][name] = entry
         save()
     if not args.no_eval:
-        for which in args.eval_configs:   # 5-way 1-shot -> doc["eval"]; 20-way 5-shot -> doc["eval_20way_5shot"]
-            base, index, key = ((OMNIGLOT_5WAY, 0, "eval") if which == "omniglot_5way" else
-                                (OMNIGLOT_20WAY, 1, "eval_20way_5shot"))
+        for which in args.eval_configs:   # 5-way 1-shot -> doc["eval"]; 20-way 5-shot -> doc["eval_20way_5shot"] ...
+            base, index, key = EVAL_CONFIGS[which]
             ev = smoke_config(base) if args.smoke else base
             log(f"== evaluation: {eval_tasks} tasks, {ev.classes}-way {ev.evals[index].shots}-shot, "
                 f"{ev.evals[index].eval_iters} steps")
@@ -589,7 +595,7 @@ def print_table(doc) -> None:
             extra = f"  ({p['ms_per_run']:.3f} ms/run)" if "ms_per_run" in p else ""
             print(f"{name:18s} {path:24s} {ms:9.2f} {entry.get('speedup_vs_serial', {}).get(path, math.nan):8.1f} "
                   f"{p.get('aten_ops_per_iter', ''):>6} {k or '':>7} {floor} {p.get('peak_mem_mb', ''):>8}{extra}")
-    for key in ("eval", "eval_20way_5shot"):
+    for _, _, key in EVAL_CONFIGS.values():
         e = doc.get(key)
         if e:
             ex = " (extrapolated from %d tasks)" % e["tasks_timed"] if e["extrapolated"] else ""

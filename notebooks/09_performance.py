@@ -14,9 +14,10 @@ import json
 import torch
 from IPython.display import Markdown, display
 
-from reptile_lib import book, configs, report, results
+from reptile_lib import book, configs, report, reproduce, results
 
 bench_files = sorted(book.benchmarks_dir().glob("*.json"))
+PLAN = reproduce.load_plan()
 display(Markdown(
     ":::{admonition} The paper's claim, what we measured, the verdict\n:class: tip\n\n"
     "- **The paper makes no claim about speed.** It only notes that Reptile, being first-order, is cheaper "
@@ -26,10 +27,34 @@ display(Markdown(
 
 # %% [markdown]
 # How long the library takes per meta-iteration decides what a reproduction costs: a paper-scale
-# Omniglot run is 100,000 meta-iterations, a 20-way run 200,000. Benchmarks recorded by
-# `make bench` (under `benchmarks/results/`) are shown when present; then this page measures a
-# few meta-iterations on the machine that executes it, which is only a rough guide.
+# Omniglot run is 100,000 meta-iterations, a 20-way run 200,000. First, the paper-scale runs' own
+# record: every time the queue (`make reproduce`) trained or evaluated a unit, it logged where, on
+# which path and how fast. Then the benchmarks recorded by `make bench` (under
+# `benchmarks/results/`); last, a few meta-iterations timed on the machine that executes this page,
+# which is only a rough guide.
 #
+# ## The paper-scale runs, as they ran
+#
+# One row per segment of the queue (`runs/logs/<unit>.jsonl`): a segment is one stretch of work on a
+# unit between a start and a stop. Milliseconds per meta-iteration include the learning-curve
+# points evaluated during training, and whatever else the machine was doing at the time.
+
+# %% tags=["remove-input"]
+SEGMENT_COLUMNS = {"unit": "Unit", "started": "Started (UTC)", "commit": "Commit", "threads": "Threads",
+                   "train path": "Training path", "iterations": "Meta-iterations", "ms / iteration": "ms / iteration",
+                   "evaluation tasks": "Eval tasks", "s / evaluation task": "s / eval task"}
+seg_rows = reproduce.segment_rows(PLAN)
+if seg_rows:
+    display(Markdown(f"Machines: {'; '.join(sorted({r['device'] for r in seg_rows}))}."))
+    display(report.html_table(seg_rows, SEGMENT_COLUMNS))
+else:
+    display(Markdown("No unit of the queue has run yet."))
+left = [r for r in reproduce.status_rows(PLAN) if r["state"] != "done" and r["state"] != "pending"]
+for r in left:
+    display(Markdown(f"**{r['unit']}**: {r['state']}; at {r['ms_per_iter']:.0f} ms per meta-iteration (the segments "
+                     f"on its current path), about {r['hours_left']:.1f} hours of training left, then its evaluation."))
+
+# %% [markdown]
 # ## Recorded benchmarks
 
 # %% tags=["remove-input", "nbval-check-output"]
@@ -44,11 +69,12 @@ for path in bench_files:
         display(Markdown(f"*Loaded machine (load average {doc['settings']['load_average'][0]:.1f} at the start, "
                          f"{doc['settings']['load_average_end'][0]:.1f} at the end): "
                          f"{doc['settings']['machine_loaded']}.*"))
-    for key in ("eval", "eval_20way_5shot"):
+    for key in sorted(k for k in doc if k.startswith("eval")):
         e = doc.get(key)
-        if e:
+        if isinstance(e, dict) and "ways" in e:
             display(Markdown(
-                f"Evaluation of 10,000 tasks ({e['ways']}-way {e['shots']}-shot, {e['eval_iters']} steps, both protocols "
+                f"Evaluation of 10,000 tasks (`{e['config']}`: {e['ways']}-way {e['shots']}-shot, {e['eval_iters']} "
+                f"steps of {e['eval_batch']} images, both protocols "
                 f"from one adaptation), seconds: library {e.get('reference_s_per_10000', '—')}, engine "
                 f"{e.get('engine_s_per_10000', '—')}, sequential (one task at a time) "
                 f"{e.get('sequential_s_per_10000', '—')}" + (f" (extrapolated from {e['tasks_timed']} tasks)"
@@ -56,7 +82,8 @@ for path in bench_files:
     if "engine_sequential" in json.dumps(doc):
         display(Markdown("What each paper-scale run costs at the speed of this file (so at its recorded load): "
                          "training on `engine_sequential` (what the CPU queue trains with), evaluation at the "
-                         "`sequential` evaluator's seconds per task, 10,000 test + 2,000 train tasks per eval setting:"))
+                         "`sequential` scorer's seconds per task (what the queue scores with), for the tasks the "
+                         "queue evaluates per eval setting:"))
         display(report.html_table(book.run_cost_rows(doc)))
 if not bench_files:
     display(Markdown("No benchmark file in `benchmarks/results/`: run `make bench`."))
@@ -68,10 +95,13 @@ if not bench_files:
 # `reference_sequential` is the library's own computation of the same order
 # (`meta_step(batched=False, adam_carry="sequential")`), which the fast path equals to float rounding
 # (checked in float64 by `tests/test_sequential.py`; in float32 it is as close to the float64
-# result as the reference is). The paper-scale queue trains the released order with it on a CPU.
-# Evaluation stays on the reference `evaluate`: its steps are batches of 5-20 images, where
-# running 100 tasks per operation under `vmap` amortises each operation's overhead, and the
-# one-task-at-a-time evaluator (`sequential` below) measured no faster.
+# result as the reference is). The paper-scale queue trains the released order with it on a CPU,
+# and Figure 3's plain-SGD runs too (with SGD no state passes between tasks, so every order is the
+# same computation). The queue also scores every evaluation task with the same flat network, one
+# task at a time (`sequential` above; `engine.sequential.task_scorer`): the reference `evaluate`
+# runs 100 tasks per operation under `vmap`, which turns every convolution into a grouped one and
+# every non-transductive prediction into a batch of batches; on a CPU that costs more than it saves,
+# most where the steps hold many images (CIFAR-FS, Figure 3).
 #
 # On a CPU the batched paths differ little: the work is in the convolutions, not in launching operations.
 # The engine's point is the GPU, where a meta-iteration of these small networks is hundreds of tiny
@@ -96,7 +126,8 @@ display(Markdown(f"*Measured on {results.device_name(device)}, torch {torch.__ve
 # %% [markdown]
 # ## What to take away
 #
-# - On two CPU cores a paper-scale Omniglot 5-way meta-iteration takes a few hundred milliseconds
-#   (the tables above), so a 100,000-iteration run takes hours, not minutes.
+# - On one core of this project's 2-core CPU a paper-scale Omniglot 5-way meta-iteration takes
+#   150-250 milliseconds on the queue's path (its own log, above), so a 100,000-iteration run takes
+#   four to seven hours, and its 24,000 evaluation tasks about one and a half more.
 # - The faster paths change how the computation is laid out, never what it computes: the tests
 #   check them against the library's reference path.

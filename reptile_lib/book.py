@@ -299,16 +299,23 @@ def benchmark_rows(doc: dict) -> list[dict]:
     return rows
 
 
-def run_cost_rows(doc: dict, path: str = "engine_sequential", eval_tasks: int = 12_000) -> list[dict]:
+def run_cost_rows(doc: dict, path: str = "engine_sequential", eval_tasks: dict[str, int] | None = None) -> list[dict]:
     """What each paper-scale run of the CPU queue costs, from a ``benchmarks/bench.py`` results file.
 
-    Training: the config's meta-iterations x the path's ms per meta-iteration. Evaluation: ``eval_tasks``
-    tasks (10,000 test + 2,000 train, as ``runs/plan.toml``) for each of the config's two eval settings,
-    at the seconds per task of the setting timed for that config (Omniglot 5-way 1-shot, 20-way 5-shot).
+    Training: the config's meta-iterations x the path's ms per meta-iteration. Evaluation: for each of
+    the config's eval settings, the tasks the queue evaluates (``eval_tasks[name]``, default from
+    ``runs/plan.toml``: 10,000 test + 2,000 train tasks for Omniglot, 10,000 for CIFAR-FS) at the
+    ``sequential`` scorer's seconds per task of the setting timed for that config (Omniglot 5-way
+    1-shot, 20-way 5-shot, CIFAR-FS 5-shot: an upper bound for its 1-shot setting).
     """
     from .configs import PAPER_CONFIGS
 
-    timed = {e["config"]: e for e in (doc.get("eval"), doc.get("eval_20way_5shot")) if e and "config" in e}
+    if eval_tasks is None:
+        from .reproduce import load_plan
+
+        plan = load_plan()
+        eval_tasks = {e.config.name: sum(n for _, n in e.evaluate) for e in plan.experiments.values()}
+    timed = {e["config"]: e for k, e in doc.items() if k.startswith("eval") and isinstance(e, dict) and "config" in e}
     rows = []
     for name, entry in doc.get("configs", {}).items():
         p = entry.get("paths", {}).get(path, {})
@@ -318,9 +325,10 @@ def run_cost_rows(doc: dict, path: str = "engine_sequential", eval_tasks: int = 
         train_h = config.meta_iters * p["ms_per_iter"] / 1000 / 3600
         ev = timed.get(name, {})   # an evaluation timed on this config's network and ways
         per_10000 = ev.get("sequential_s_per_10000")
-        eval_h = None if per_10000 is None else len(config.evals) * eval_tasks * per_10000 / 10_000 / 3600
+        tasks = eval_tasks.get(name, 10_000)
+        eval_h = None if per_10000 is None else len(config.evals) * tasks * per_10000 / 10_000 / 3600
         rows.append({"config": name, "meta-iterations": config.meta_iters, "ms / meta-iteration": round(p["ms_per_iter"], 1),
-                     "training hours": round(train_h, 1),
+                     "training hours": round(train_h, 1), "evaluation tasks per setting": tasks,
                      "evaluation hours": None if eval_h is None else round(eval_h, 1),
                      "total hours": None if eval_h is None else round(train_h + eval_h, 1),
                      "evaluation timed on": f"{ev['ways']}-way {ev['shots']}-shot" if per_10000 else "not timed"})

@@ -226,12 +226,31 @@ def unit_state(plan: Plan, unit: Unit) -> dict:
 
 
 def ms_per_iteration(plan: Plan, unit: Unit) -> float | None:
-    """Measured training speed of the unit's segments (or of its experiment's other units)."""
+    """Measured training speed of the unit's segments (or of its experiment's other units), curve points
+    included; only the segments on the training path of the latest one (what the unit trains with now)."""
     for u in [unit, *plan.of(unit.experiment.name)]:
         segs = [s for s in segments(plan, u) if s.get("iterations", 0) > 0 and s.get("train_s")]
         if segs:
+            segs = [s for s in segs if s.get("train_path") == segs[-1].get("train_path")]
             return 1000 * sum(s["train_s"] for s in segs) / sum(s["iterations"] for s in segs)
     return None
+
+
+def segment_rows(plan: Plan) -> list[dict]:
+    """One row per recorded segment of every unit: when, where, on which path, how fast (the runs' own log)."""
+    rows = []
+    for unit in plan.units:
+        for s in segments(plan, unit):
+            its, ev = s.get("iterations", 0), s.get("eval_tasks", 0)
+            rows.append({"unit": unit.id, "started": s.get("started", "")[:16].replace("T", " "),
+                         "commit": s.get("commit", "")[:7], "device": s.get("device", ""),
+                         "threads": s.get("threads"), "train path": s.get("train_path", ""),
+                         "iterations": f"{s['iteration'] - its:,} → {s['iteration']:,}" if "iteration" in s else "",
+                         "ms / iteration": round(1000 * s["train_s"] / its, 1) if its and s.get("train_s") else None,
+                         "evaluation tasks": ev or None,
+                         "s / evaluation task": round(s["eval_s"] / ev, 3) if ev and s.get("eval_s") else None,
+                         "eval path": s.get("eval_path", "")})
+    return rows
 
 
 def eval_seconds_per_task(plan: Plan, unit: Unit) -> float | None:

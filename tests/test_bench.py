@@ -68,3 +68,8 @@ def test_run_cost_rows_turn_a_benchmark_into_hours_per_paper_scale_run():
     assert rows["omniglot_5way"]["training hours"] == 1.0 and rows["omniglot_5way"]["evaluation hours"] == 1.2
     assert rows["omniglot_5way"]["total hours"] == 2.2
     assert rows["cifar_fs_5way"]["training hours"] == 2.0 and rows["cifar_fs_5way"]["evaluation hours"] is None
+    # CIFAR-FS timed on its 5-shot setting; the plan evaluates 10,000 test tasks per setting
+    doc["eval_cifar_fs_5shot"] = {"config": "cifar_fs_5way", "ways": 5, "shots": 5, "sequential_s_per_10000": 3600.0}
+    cifar = {r["config"]: r for r in run_cost_rows(doc)}["cifar_fs_5way"]
+    assert cifar["evaluation tasks per setting"] == 10_000 and cifar["evaluation hours"] == 2.0
+    assert cifar["evaluation timed on"] == "5-way 5-shot"
