@@ -11,7 +11,7 @@ help:
 	@echo "make book       build the book (executes the notebooks on CPU) -> _build/html/index.html"
 	@echo "make book-html  rebuild the site from the committed executed notebooks (no execution)"
 	@echo "make test       run the test suite (unit tests, notebook checks, browser check)"
-	@echo "make reproduce  the paper-scale queue (runs/plan.toml), resumable; DEVICE=cpu|cuda MAX_MINUTES=N"
+	@echo "make reproduce  the paper-scale queue (runs/plan.toml), resumable; DEVICE=cpu|cuda MAX_MINUTES=N THREADS=N WORKERS=N"
 	@echo "make bench      time the meta-iteration paths (benchmarks/)"
 
 venv: $(STAMP)
@@ -50,9 +50,10 @@ book-html: $(STAMP)
 DEVICE ?= auto
 MAX_MINUTES ?=
 THREADS ?=
+WORKERS ?=
 reproduce: $(STAMP)
 	$(PY) -m reptile_lib.cli reproduce --device $(DEVICE) $(if $(MAX_MINUTES),--max-minutes $(MAX_MINUTES)) \
-	  $(if $(THREADS),--threads $(THREADS))
+	  $(if $(THREADS),--threads $(THREADS)) $(if $(WORKERS),--workers $(WORKERS))
 
 # CUDA if present (the paper's sizes), else a --quick CPU run; e.g. make bench BENCH_ARGS="--threads 1"
 bench: $(STAMP)

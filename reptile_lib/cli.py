@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -113,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-minutes", type=float, default=5.0,
                    help="checkpoint training at least this often (default: 5; a kill loses at most that)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--workers", type=int, default=1,
+                   help="run this many units at once, each in its own process (on a CPU: at most one per core; "
+                        "workers after the first log to runs/reproduce.worker<k>.log)")
+    r.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)   # a worker's index (set by --workers)
     r.add_argument("--data-root", default=None, help="folder holding the data sets (default as for train)")
     r.add_argument("--split-meta-batch", action="store_true",
                    help="under torchrun: all ranks train one unit, each adapting meta_batch / world_size tasks "
@@ -178,6 +183,12 @@ def _reproduce(args) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.workers < 1:
+        raise SystemExit("reproduce: --workers must be at least 1")
+    if args.workers > 1 and (args.split_meta_batch or launched()):
+        raise SystemExit("reproduce: --workers starts its own processes; under torchrun the ranks are the workers")
+    if args.workers > 1:
+        return _reproduce_workers(args, device)
     if args.split_meta_batch or launched():   # torchrun: units or one meta-batch over the ranks
         left, ranks = reproduce_on_ranks(load_plan(args.plan), device=args.device,
                                          split_meta_batch=args.split_meta_batch, data_root=args.data_root,
@@ -188,9 +199,57 @@ def _reproduce(args) -> int:
     else:
         left = reproduce(load_plan(args.plan), device=device, data_root=args.data_root,
                          max_minutes=args.max_minutes, only=args.only, progress=not args.quiet,
-                         rebuild=not args.no_rebuild, checkpoint_seconds=60 * args.checkpoint_minutes)
+                         rebuild=not args.no_rebuild, checkpoint_seconds=60 * args.checkpoint_minutes,
+                         worker=args.worker)
     print(f"reproduce: {left} unit(s) not done{'; run again to resume' if left else ''}")
     return 0
+
+
+def _reproduce_workers(args, device: str) -> int:
+    """``--workers N``: N-1 worker processes plus this one, each taking the next unclaimed unit of the plan.
+
+    A signal to this process (SIGTERM, Ctrl-C) is passed on to the workers; each saves and stops.
+    """
+    import subprocess
+
+    from .reproduce import StopFlag, load_plan, reproduce, select_units, unit_state
+
+    plan = load_plan(args.plan)
+    argv = [sys.executable, "-m", "reptile_lib.cli", "reproduce", "--device", device,
+            "--checkpoint-minutes", str(args.checkpoint_minutes)]
+    for flag, value in (("--plan", args.plan), ("--max-minutes", args.max_minutes), ("--threads", args.threads),
+                        ("--data-root", args.data_root)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--only", *args.only] if args.only else []
+    argv += [flag for flag, on in (("--no-rebuild", args.no_rebuild), ("--quiet", args.quiet)) if on]
+    children = []
+    for k in range(1, args.workers):
+        log = plan.root / f"reproduce.worker{k}.log"
+        with open(log, "w") as out:
+            children.append(subprocess.Popen([*argv, "--worker", str(k)], stdout=out, stderr=subprocess.STDOUT))
+        print(f"reproduce: worker {k} started (pid {children[-1].pid}), log {log}", file=sys.stderr, flush=True)
+        time.sleep(2.0)   # let it claim its first unit before the next worker looks
+
+    def pass_on(signum: int) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    stop = StopFlag()
+    stop.install(also=pass_on)
+    try:
+        left = reproduce(plan, device=device, data_root=args.data_root, max_minutes=args.max_minutes,
+                         only=args.only, progress=not args.quiet, rebuild=not args.no_rebuild,
+                         checkpoint_seconds=60 * args.checkpoint_minutes, worker=0, stop=stop)
+    finally:
+        codes = [c.wait() for c in children]
+    left = sum(unit_state(plan, u)["phase"] != "done" for u in select_units(plan, args.only))   # all workers done
+    bad = [k + 1 for k, code in enumerate(codes) if code]
+    if bad:
+        print(f"reproduce: worker(s) {bad} failed: see runs/reproduce.worker<k>.log", file=sys.stderr)
+    print(f"reproduce: {left} unit(s) not done{'; run again to resume' if left else ''}")
+    return 1 if bad else 0
 
 
 def _status(args) -> int:

@@ -18,6 +18,7 @@ whether a run was stopped ten times or never (``tests/test_reproduce.py`` kills 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,7 +30,7 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -296,6 +297,33 @@ def status_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- workers
+def lock_path(plan: Plan, name: str) -> Path:
+    """``runs/.locks/<name>.lock`` (not committed: a lock lives as long as the process holding it)."""
+    return plan.root / ".locks" / f"{name}.lock"
+
+
+@contextlib.contextmanager
+def claim(plan: Plan, name: str, wait: bool = False) -> Iterator[bool]:
+    """Hold the lock ``name`` while the block runs; yields False if another process holds it (``wait``:
+    block until it is free). An OS file lock (``flock``): released when its holder exits, however it
+    exits, so a killed worker never leaves a unit claimed."""
+    import fcntl
+
+    path = lock_path(plan, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # ---------------------------------------------------------------- running
 class StopFlag:
     """Set by SIGTERM / SIGINT: the queue finishes the current iteration or chunk, saves and exits."""
@@ -306,10 +334,13 @@ class StopFlag:
     def __call__(self) -> bool:
         return self.set
 
-    def install(self) -> None:
+    def install(self, also: Callable[[int], None] | None = None) -> None:
+        """Catch SIGTERM and SIGINT; ``also(signum)`` is called too (e.g. to pass the signal on to workers)."""
         def handler(signum, frame):
             self.set = True
             print(f"\nreproduce: signal {signum}: saving and stopping", file=sys.stderr, flush=True)
+            if also is not None:
+                also(signum)
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -506,10 +537,11 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
     from .results import device_name, git_commit
 
     if unit_state(plan, unit)["phase"] == "done":
-        if summarize and not _in_results(plan, unit):   # stopped between the last evaluation chunk and the results
-            write_experiment_results(plan, unit.experiment.name)
         if summarize:
-            _write_figures(plan, unit, missing_only=True)
+            with claim(plan, "results", wait=True):   # other workers write results files too
+                if not _in_results(plan, unit):   # stopped between the last evaluation chunk and the results
+                    write_experiment_results(plan, unit.experiment.name)
+                _write_figures(plan, unit, missing_only=True)
         return True
     splits = _splits(unit, data_root)
     step, scorer = train_step(unit.config, device), eval_scorer(unit.config, device)
@@ -534,10 +566,11 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
     record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _log_segment(plan, unit, record)
     if finished and summarize:
-        write_experiment_results(plan, unit.experiment.name)
-        _write_figures(plan, unit)
-        if rebuild and unit.experiment.chapter:
-            _rebuild_chapter(unit.experiment.chapter)
+        with claim(plan, "results", wait=True):   # one writer of results/ and book/executed/ at a time
+            write_experiment_results(plan, unit.experiment.name)
+            _write_figures(plan, unit)
+            if rebuild and unit.experiment.chapter:
+                _rebuild_chapter(unit.experiment.chapter)
     return finished
 
 
@@ -552,20 +585,32 @@ def select_units(plan: Plan, only: Sequence[str] | None = None) -> list[Unit]:
 def reproduce(plan: Plan | None = None, *, device: str = "cpu", data_root: str | None = None,
               max_minutes: float | None = None, only: Sequence[str] | None = None, progress: bool = True,
               rebuild: bool = True, install_signals: bool = True,
-              checkpoint_seconds: float | None = None) -> int:
-    """Work through the plan in order. Returns the number of units still not done."""
+              checkpoint_seconds: float | None = None, worker: int | None = None,
+              stop: Callable[[], bool] | None = None) -> int:
+    """Work through the plan in order. Returns the number of units still not done.
+
+    Several of these may run at once on one machine (``reptile reproduce --workers N``; ``worker`` is the
+    index recorded in the segments): each takes the next unit no other worker holds (:func:`claim`).
+    ``stop``: replaces the SIGTERM/SIGINT flag this call would install.
+    """
     plan = plan or load_plan()
-    stop = StopFlag()
-    if install_signals:
-        stop.install()
+    if stop is None:
+        stop = StopFlag()
+        if install_signals:
+            stop.install()
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
     units = select_units(plan, only)
     for unit in units:
         if stop() or (deadline is not None and time.time() > deadline):
             break
-        print(f"reproduce: {unit.id}", file=sys.stderr, flush=True)
-        run_unit(plan, unit, device=device, data_root=data_root, stop=stop, deadline=deadline,
-                 progress=progress, rebuild=rebuild, checkpoint_seconds=checkpoint_seconds)
+        with claim(plan, unit.id) as mine:   # several workers share the plan: each unit runs in one of them
+            if not mine:
+                print(f"reproduce: {unit.id} is running in another worker; next unit", file=sys.stderr, flush=True)
+                continue
+            print(f"reproduce: {unit.id}", file=sys.stderr, flush=True)
+            run_unit(plan, unit, device=device, data_root=data_root, stop=stop, deadline=deadline,
+                     progress=progress, rebuild=rebuild, checkpoint_seconds=checkpoint_seconds,
+                     provenance={"worker": worker} if worker is not None else None)
     left = sum(unit_state(plan, u)["phase"] != "done" for u in units)
     print(status_text(plan), file=sys.stderr, flush=True)
     return left

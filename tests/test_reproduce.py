@@ -175,3 +175,54 @@ def test_sigterm_and_sigkill_of_the_command_resume_bit_for_bit(tmp_path, omniglo
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert _same(_numbers(plan), reference)
+
+
+def test_a_claimed_unit_is_skipped_and_a_dead_holder_frees_it(tmp_path):
+    plan = _plan(tmp_path)
+    with R.claim(plan, "tiny-seed0") as first:
+        with R.claim(plan, "tiny-seed0") as second:
+            assert first and not second
+    with R.claim(plan, "tiny-seed0") as again:
+        assert again
+    # a process holding the lock dies without letting go: the OS frees it
+    code = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+            f"from reptile_lib import reproduce as R; plan = R.load_plan({str(tmp_path / 'runs' / 'plan.toml')!r}); "
+            f"cm = R.claim(plan, 'tiny-seed0'); print(cm.__enter__(), flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "True"
+    with R.claim(plan, "tiny-seed0") as mine:
+        assert not mine
+    holder.kill()
+    holder.wait(timeout=30)
+    with R.claim(plan, "tiny-seed0") as mine:
+        assert mine
+
+
+def test_two_workers_share_the_plan_and_compute_what_one_would(tmp_path, omniglot_root, reference):
+    """``--workers 2``: each unit runs in exactly one worker; a SIGTERM to the command reaches both
+    workers, which save and stop; the next run finishes with the single-process numbers."""
+    plan = _plan(tmp_path, PLAN.replace('units = ["tiny/0"]', 'units = ["tiny/0", "tiny/1"]'))
+    cmd = [sys.executable, "-m", "reptile_lib.cli", "reproduce", "--plan", str(tmp_path / "runs" / "plan.toml"),
+           "--device", "cpu", "--data-root", omniglot_root, "--no-rebuild", "--quiet", "--checkpoint-minutes", "0",
+           "--threads", str(torch.get_num_threads()), "--workers", "2"]   # the reference's threads: the same kernels
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ev1 = R.eval_path(plan, plan.units[1])
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait(ev1, lambda: True, proc)          # the second worker is evaluating tiny/1
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 0, out
+    assert R.unit_state(plan, plan.units[1])["phase"] == "evaluating"
+    assert "saving and stopping" in (tmp_path / "runs" / "reproduce.worker1.log").read_text()
+
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 unit(s) not done" in r.stdout
+    metrics, params, scores = _numbers(plan)              # tiny/0, as computed alone
+    assert all(torch.equal(params[k], reference[1][k]) for k in params)
+    assert all(torch.equal(scores[k], reference[2][k]) for k in scores)
+    assert all(m["per_seed"][0] == reference[0][name]["per_seed"][0] for name, m in metrics.items())
+    workers = {u.id: {s["worker"] for s in R.segments(plan, u)} for u in plan.units}
+    assert sorted(workers.values(), key=min) == [{0}, {1}], workers   # each unit in one worker, both used
+    doc = json.loads(R.results_path(plan, "tiny").read_text())
+    assert doc["provenance"]["seeds"] == [0, 1]          # both seeds pooled, whichever worker finished last
