@@ -863,9 +863,16 @@ def html_table(rows: Sequence[Mapping[str, Any]] | Any, columns: Mapping[str, st
         if missing:
             raise KeyError(f"html_table: no column {missing}; have {list(f.columns)}")
         f = f[list(columns)].rename(columns=dict(columns))
-    f = f.astype(object).where(f.notna(), "—").drop_duplicates()
+    f = f.astype(object).where(f.notna(), "—").drop_duplicates().map(_number_text)
     uid = "t" + hashlib.sha1("|".join(map(str, f.columns)).encode()).hexdigest()[:8]
     return HTML(f.style.hide(axis="index").set_uuid(uid).set_table_attributes('class="table"').to_html())
+
+
+def _number_text(v: Any) -> Any:
+    """A float as a reader wants it in a table: 621.6, 3.9, 0.1971, 12,000 (not 621.600000)."""
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return v
 
 
 def run_state(name: str, doc: Mapping[str, Any] | None = None, queue: Sequence[Mapping[str, Any]] | None = None) -> str:

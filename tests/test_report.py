@@ -308,3 +308,10 @@ def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
     assert report.run_state("omniglot_5way", done, QUEUE[1:]) == "finished (1 of 3 seeds; queue: seeds 1, 2 pending)"
     with pytest.raises(ValueError, match="no scoreboard row"):
         report.claim_box("99_nothing", [])
+
+
+def test_html_tables_print_numbers_as_a_reader_wants_them():
+    html = report.html_table([{"ms": 621.6, "hours": 3.9, "s per task": 0.19716, "tasks": 12000.0, "n": 7, "x": None},
+                              {"ms": 621.6, "hours": 3.9, "s per task": 0.19716, "tasks": 12000.0, "n": 7, "x": None}]).data
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells == ["621.6", "3.9", "0.1972", "12,000", "7", "—"]   # one row: duplicates dropped, no NaN
