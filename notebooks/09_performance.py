@@ -18,6 +18,9 @@ from reptile_lib import book, configs, report, reproduce, results
 
 bench_files = sorted(book.benchmarks_dir().glob("*.json"))
 PLAN = reproduce.load_plan()
+COST_COLUMNS = {"config": "Config", "ms / meta-iteration": "ms / meta-iteration", "training hours": "Training hours",
+                "evaluation tasks per setting": "Eval tasks per setting", "evaluation hours": "Eval hours",
+                "total hours": "Total hours", "evaluation timed on": "Eval timed on"}
 display(Markdown(
     ":::{admonition} The paper's claim, what we measured, the verdict\n:class: tip\n\n"
     "- **The paper makes no claim about speed.** It only notes that Reptile, being first-order, is cheaper "
@@ -40,9 +43,8 @@ display(Markdown(
 # points evaluated during training, and whatever else the machine was doing at the time.
 
 # %% tags=["remove-input"]
-SEGMENT_COLUMNS = {"unit": "Unit", "started": "Started (UTC)", "commit": "Commit", "threads": "Threads",
-                   "train path": "Training path", "iterations": "Meta-iterations", "ms / iteration": "ms / iteration",
-                   "evaluation tasks": "Eval tasks", "s / evaluation task": "s / eval task"}
+SEGMENT_COLUMNS = {"unit": "Unit", "started": "Started (UTC), commit", "path": "Training step (threads)",
+                   "iterations": "Meta-iterations", "ms / iteration": "ms / iteration", "evaluation": "Evaluation"}
 seg_rows = reproduce.segment_rows(PLAN)
 if seg_rows:
     display(Markdown(f"Machines: {'; '.join(sorted({r['device'] for r in seg_rows}))}."))
@@ -84,7 +86,7 @@ for path in bench_files:
                          "training on `engine_sequential` (what the CPU queue trains with), evaluation at the "
                          "`sequential` scorer's seconds per task (what the queue scores with), for the tasks the "
                          "queue evaluates per eval setting:"))
-        display(report.html_table(book.run_cost_rows(doc)))
+        display(report.html_table(book.run_cost_rows(doc), COST_COLUMNS))
 if not bench_files:
     display(Markdown("No benchmark file in `benchmarks/results/`: run `make bench`."))
 

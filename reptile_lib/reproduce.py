@@ -243,14 +243,14 @@ def segment_rows(plan: Plan) -> list[dict]:
     for unit in plan.units:
         for s in segments(plan, unit):
             its, ev = s.get("iterations", 0), s.get("eval_tasks", 0)
-            rows.append({"unit": unit.id, "started": s.get("started", "")[:16].replace("T", " "),
-                         "commit": s.get("commit", "")[:7], "device": s.get("device", ""),
-                         "threads": s.get("threads"), "train path": s.get("train_path", ""),
+            threads = s.get("threads")
+            path = s.get("train_path", "").rsplit(".", 1)[-1] or "not recorded"
+            rows.append({"unit": unit.id, "device": s.get("device", ""),
+                         "started": f"{s.get('started', '')[:16].replace('T', ' ')}, {s.get('commit', '')[:7]}",
+                         "path": f"{path} ({threads} thread{'s' if threads != 1 else ''})" if threads else path,
                          "iterations": f"{s['iteration'] - its:,} → {s['iteration']:,}" if "iteration" in s else "",
                          "ms / iteration": round(1000 * s["train_s"] / its, 1) if its and s.get("train_s") else None,
-                         "evaluation tasks": ev or None,
-                         "s / evaluation task": round(s["eval_s"] / ev, 3) if ev and s.get("eval_s") else None,
-                         "eval path": s.get("eval_path", "")})
+                         "evaluation": f"{ev:,} tasks, {s['eval_s'] / ev:.2f} s each" if ev and s.get("eval_s") else None})
     return rows
 
 

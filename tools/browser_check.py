@@ -14,7 +14,7 @@ checks, after MathJax has finished:
 - every local resource loads (no failed request);
 - every math element holds typeset MathJax output (``mjx-container``) and no TeX error;
 - every image has loaded (``naturalWidth > 0``);
-- nothing is clipped: no code or output line is wider than its column (every ``<pre>``, with all
+- nothing is clipped: no table, and no code or output line, is wider than its column (every ``<pre>``, with all
   collapsed boxes opened first, fits without scrolling);
 - no image wider than its container has a resolution under 150 dpi (read from the PNG's ``pHYs``
   chunk): a large, low-resolution figure shrunk into the column has illegible text;
@@ -173,6 +173,12 @@ PAGE_STATE_JS = r"""
     .filter(p => p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 1)
     .map(p => ({over: p.scrollWidth - p.clientWidth,
                 line: p.textContent.split('\n').reduce((a, b) => b.length > a.length ? b : a, '').trim().slice(0, 80)}));
+  // a table wider than the column scrolls sideways inside its box: its last columns are hidden
+  const wide = Array.from(document.querySelectorAll('main table, article table'))
+    .filter(t => t.parentElement && t.parentElement.clientWidth > 0 && t.scrollWidth > t.parentElement.clientWidth + 1)
+    .map(t => ({over: t.scrollWidth - t.parentElement.clientWidth,
+                line: 'table: ' + Array.from(t.querySelectorAll('th')).map(h => h.textContent.trim()).join(' | ').slice(0, 80)}));
+  clipped.push(...wide);
   const figures = imgs.filter(i => i.naturalWidth > 0).map(i => {
     const box = i.parentElement ? i.parentElement.getBoundingClientRect().width : 0;
     return {src: i.currentSrc || i.src, natural: i.naturalWidth, shown: i.getBoundingClientRect().width, container: box};
@@ -305,9 +311,8 @@ class Site:
         self.session = self.browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Network", "Runtime"):
             self.browser.send(f"{domain}.enable", session=self.session)
-        self.browser.send("Emulation.setDeviceMetricsOverride",
-                          {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-                          session=self.session)
+        self.width, self.height = width, height
+        self._metrics(width, height)
 
     def visit(self, page: str) -> PageReport:
         path = self.html / f"{page}.html"
@@ -337,14 +342,27 @@ class Site:
         return report
 
     def screenshot(self, path: Path, max_height: int = 4000) -> Path:
-        """The whole page (up to ``max_height`` CSS pixels) as a PNG."""
+        """The whole page (up to ``max_height`` CSS pixels) as a PNG, laid out as a reader's window shows it.
+
+        The window is made as tall as the page for the capture (a clip beyond the viewport shifts this
+        theme's fixed sidebars and crops the page's left side), then set back.
+        """
         size = self.browser.send("Page.getLayoutMetrics", session=self.session)["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
-        data = self.browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
-                                                            "clip": clip}, session=self.session)["data"]
+        height = int(min(size["height"], max_height))
+        self._metrics(self.width, height)
+        try:
+            time.sleep(0.2)   # the re-layout
+            data = self.browser.send("Page.captureScreenshot", {"format": "png"}, session=self.session)["data"]
+        finally:
+            self._metrics(self.width, self.height)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
+
+    def _metrics(self, width: int, height: int) -> None:
+        self.browser.send("Emulation.setDeviceMetricsOverride",
+                          {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                          session=self.session)
 
     def close(self) -> None:
         self.browser.close()
