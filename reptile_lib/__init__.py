@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("algorithms", "book", "cli", "configs", "data", "distributed", "encoding_check", "engine", "evaluate", "experiment",
+_SUBMODULES = ("algorithms", "book", "cli", "configs", "data", "distributed", "encoding_check", "engine", "evaluate", "experiment", "figure3",
                "geometry", "inner", "models", "optim", "paper", "params", "paths", "plots", "report", "results",
                "reproduce", "sine", "sweeps", "tasks", "taylor", "train")
 
