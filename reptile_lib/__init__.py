@@ -10,9 +10,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("algorithms", "book", "cli", "configs", "data", "distributed", "encoding_check", "engine", "evaluate", "experiment", "figure3",
-               "geometry", "inner", "models", "optim", "paper", "params", "paths", "plots", "report", "results",
-               "reproduce", "sine", "sweeps", "tasks", "taylor", "train")
+_SUBMODULES = ("algorithms", "book", "cli", "configs", "data", "distributed", "encoding_check", "engine", "evaluate",
+               "experiment", "figure3", "geometry", "inner", "models", "optim", "paper", "params", "paths", "plots",
+               "report", "results", "reproduce", "sine", "sweeps", "tasks", "taylor", "train")
 
 
 def __getattr__(name: str):
