@@ -19,7 +19,7 @@ script is run again; training checkpoints every 50 meta-iterations, so a killed 
 where it stopped. The results file is rewritten after every stage (``provenance.finished`` says
 whether all stages are done)::
 
-    python tools/loss_reduction_check.py --meta-iters 1000 --tasks 1000 --shots 1 5
+    python tools/loss_reduction_check.py --meta-iters 3000 --tasks 1000 --shots 1 5
 """
 from __future__ import annotations
 
