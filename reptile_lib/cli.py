@@ -239,9 +239,9 @@ def _reproduce_workers(args, device: str) -> int:
     stop = StopFlag()
     stop.install(also=pass_on)
     try:
-        left = reproduce(plan, device=device, data_root=args.data_root, max_minutes=args.max_minutes,
-                         only=args.only, progress=not args.quiet, rebuild=not args.no_rebuild,
-                         checkpoint_seconds=60 * args.checkpoint_minutes, worker=0, stop=stop)
+        reproduce(plan, device=device, data_root=args.data_root, max_minutes=args.max_minutes,
+                  only=args.only, progress=not args.quiet, rebuild=not args.no_rebuild,
+                  checkpoint_seconds=60 * args.checkpoint_minutes, worker=0, stop=stop)
     finally:
         codes = [c.wait() for c in children]
     left = sum(unit_state(plan, u)["phase"] != "done" for u in select_units(plan, args.only))   # all workers done
