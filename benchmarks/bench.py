@@ -396,6 +396,37 @@ def time_eval(config, data, device, n_tasks, engine, log, repeats=2, names=("ref
     return out
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """(busy, stolen) CPU seconds of the whole machine so far, from /proc/stat (None off Linux)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def snapshot() -> tuple[tuple[float, float] | None, float, float]:
+    """What :func:`other_load` compares: (machine busy and stolen seconds, this process's CPU seconds, time)."""
+    return cpu_seconds(), own_cpu_seconds(), time.time()
+
+
+def other_load(start, end) -> dict | None:
+    """Mean cores kept busy by other processes between two :func:`snapshot` s (the machine's busy time minus
+    ours: the load average would count this benchmark's own threads), and by the hypervisor (stolen)."""
+    (m0, own0, t0), (m1, own1, t1) = start, end
+    if not m0 or not m1 or t1 <= t0:
+        return None
+    other = max(0.0, (m1[0] - m0[0]) - (own1 - own0)) / (t1 - t0)
+    return {"other_processes_cores": round(other, 2), "stolen_cores": round((m1[1] - m0[1]) / (t1 - t0), 2)}
+
+
 def summarize(path):
     d = dict(path.info)
     if path.times:
@@ -467,6 +498,7 @@ def main(argv=None) -> int:
            "settings": {"quick": quick, "repeats": repeats, "launch_us_per_kernel": LAUNCH_US,
                         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
            "configs": {}}
+    start = snapshot()   # what the rest of the machine does meanwhile
     if cuda:
         doc["settings"].update(cudnn_tf32=torch.backends.cudnn.allow_tf32,
                                matmul_tf32=torch.backends.cuda.matmul.allow_tf32,
@@ -544,12 +576,15 @@ def main(argv=None) -> int:
             doc[key] = time_eval(ev, synthetic(ev, device), device, eval_tasks, "graph" if cuda else "eager", log,
                                  repeats=2 if quick else 3, names=args.eval_paths, spec_index=index)
             save()
-    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
-    doc["settings"]["load_average_end"] = load_end
-    if load_end and max(max(doc["settings"]["load_average"] or [0]), max(load_end)) > 0.5 * (os.cpu_count() or 1):
-        doc["settings"]["machine_loaded"] = ("other processes were running (load average above half the cores): "
-                                             "absolute times are slower than on a quiet machine; ratios between "
-                                             "paths, measured round-robin in one run, are the comparable figures")
+    doc["settings"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load = other_load(start, snapshot())
+    if load:
+        doc["settings"].update(load)
+        if load["other_processes_cores"] > 0.25:
+            doc["settings"]["machine_loaded"] = (
+                f"other processes kept {load['other_processes_cores']:.1f} of {os.cpu_count()} cores busy on "
+                "average: absolute times are slower than on a quiet machine; ratios between paths, measured "
+                "round-robin in one run, are the comparable figures")
     if cuda:
         doc["targets"] = targets(doc)
     save()

@@ -40,6 +40,7 @@ def test_gpu_check_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
     seq = doc["configs"]["omniglot_5way"]["agreement_sequential"]
     assert seq["max_abs"] < 1e-5, seq
     assert "ms/iter" in (tmp_path / "bench.log").read_text()
+    assert doc["settings"]["other_processes_cores"] >= 0 and doc["settings"]["stolen_cores"] >= 0
 
 
 def test_documented_gpu_command_is_the_script():
@@ -73,3 +74,17 @@ def test_run_cost_rows_turn_a_benchmark_into_hours_per_paper_scale_run():
     cifar = {r["config"]: r for r in run_cost_rows(doc)}["cifar_fs_5way"]
     assert cifar["evaluation tasks per setting"] == 10_000 and cifar["evaluation hours"] == 2.0
     assert cifar["evaluation timed on"] == "5-way 5-shot"
+
+
+def test_other_load_is_the_machines_busy_time_less_the_benchmarks_own():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
+    # 10 s: the machine busy 15 CPU-seconds (1 s stolen), the benchmark itself 12 of them
+    load = bench.other_load(((100.0, 5.0), 40.0, 1000.0), ((115.0, 6.0), 52.0, 1010.0))
+    assert load == {"other_processes_cores": 0.3, "stolen_cores": 0.1}
+    # the benchmark's own threads never count as other processes (the load average counted them)
+    assert bench.other_load(((0.0, 0.0), 0.0, 0.0), ((20.0, 0.0), 20.0, 10.0))["other_processes_cores"] == 0.0
+    assert bench.other_load((None, 0.0, 0.0), ((1.0, 0.0), 1.0, 1.0)) is None
+    busy, stolen = bench.cpu_seconds()      # this machine's counters, read for real
+    assert busy > 0 and stolen >= 0
