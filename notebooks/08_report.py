@@ -24,9 +24,10 @@ display(Markdown(report.scoreboard_markdown(rows)))
 # %% [markdown]
 # The table is built by `reptile_lib.report.scoreboard_rows` from the results files under
 # `results/` and, for runs not finished yet, from the state of the queue of paper-scale runs
-# (`reptile status`). *Scale* is **paper** for a finished paper-scale run (with how many of the
-# planned seeds are in), **unfinished** while the queue is training or evaluating it, **not run**
-# when nothing of it exists yet.
+# (`reptile status`), one group of rows per chapter. *Scale* is **paper** for a finished
+# paper-scale run (with how many of the planned seeds are in), **unfinished** while the queue is
+# training or evaluating it, **not run** when nothing of it exists yet; the device that ran it
+# follows.
 #
 # ## How to read the verdicts
 #

@@ -62,15 +62,19 @@ for r in left:
 # %% tags=["remove-input", "nbval-check-output"]
 for path in bench_files:
     doc = json.loads(path.read_text())
+    settings = doc["settings"]
+    busy = (f"other processes busy on {settings['other_processes_cores']:.2f} cores on average while it ran"
+            if "other_processes_cores" in settings else
+            f"load average {settings.get('load_average', ['?'])[0]:.1f} when it started")
     display(Markdown(f"**{path.name}**: {doc['device']}, torch {doc['torch']}, commit `{doc['commit'][:12]}`, "
-                     f"{doc['date'][:10]}, load average {doc['settings'].get('load_average', ['?'])[0]:.1f} "
-                     f"when it started; median of {doc['settings']['repeats']} repeats. Command: "
+                     f"{doc['date'][:10]}, {busy}; median of {settings['repeats']} repeats. Command: "
                      f"`{doc['command']}`"))
     display(report.html_table(book.benchmark_rows(doc)))
-    if doc["settings"].get("machine_loaded"):
-        display(Markdown(f"*Loaded machine (load average {doc['settings']['load_average'][0]:.1f} at the start, "
-                         f"{doc['settings']['load_average_end'][0]:.1f} at the end): "
-                         f"{doc['settings']['machine_loaded']}.*"))
+    if settings.get("machine_loaded") and "other_processes_cores" in settings:
+        display(Markdown(f"*Loaded machine: {settings['machine_loaded']}.*"))
+    elif settings.get("machine_loaded"):
+        display(Markdown(f"*Loaded machine (load average {settings['load_average'][0]:.1f} at the start, "
+                         f"{settings['load_average_end'][0]:.1f} at the end): {settings['machine_loaded']}.*"))
     for key in sorted(k for k in doc if k.startswith("eval")):
         e = doc.get(key)
         if isinstance(e, dict) and "ways" in e:

@@ -556,6 +556,9 @@ def _figure3_queue_text(queue: Sequence[Mapping[str, Any]]) -> str | None:
             continue
         running = [f"{exp} {st}" for exp, st in units if st not in ("done", "pending")]
         pending = sum(st == "pending" for _, st in units)
+        if pending == len(units):
+            parts.append(f"seed {seed} pending")
+            continue
         parts.append(", ".join([f"seed {seed}: {done} of {len(units)} curves done", *running]
                                + ([f"{pending} pending"] if pending else [])))
     return "queue: " + "; ".join(parts) if parts else None
@@ -586,7 +589,9 @@ def _unit_of(name: str, unit: str) -> bool:
 
 
 def _device(doc: Mapping[str, Any] | None) -> str:
-    return str(doc["provenance"].get("device", "—")) if doc is not None else "—"
+    if doc is None:
+        return "—"
+    return str(doc["provenance"].get("device", "—")).replace("(1 threads", "(1 thread")   # older files' wording
 
 
 def _not_compared(doc: Mapping[str, Any] | None, scale: str) -> str:
@@ -777,25 +782,44 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-CHAPTER_TITLES = {"01_sine": "Figure 1", "02_taylor": "Section 5", "03_geometry": "Section 6",
-                  "04_omniglot": "Table 2", "05_cifar_fs": "Table 1", "06_figure3": "Figure 3",
-                  "07_figure4": "Figure 4"}
+CHAPTER_TITLES = {"01_sine": "Figure 1: sine waves", "02_taylor": "Section 5: the Taylor expansion",
+                  "03_geometry": "Section 6: the geometric view", "04_omniglot": "Table 2: few-shot Omniglot",
+                  "05_cifar_fs": "Table 1: Mini-ImageNet (CIFAR-FS stands in)",
+                  "06_figure3": "Figure 3: inner-gradient combinations", "07_figure4": "Figure 4: sensitivity"}
+# What a reader sees: the chapter heads a group of rows; scale and device share a column.
+SCOREBOARD_DISPLAY = ("Claim", "Paper", "Ours", "Scale, device", "Verdict")
+
+
+def _short_claim(claim: str) -> str:
+    """The claim without its 'Table 2 (Omniglot): ' prefix, which the group's heading row says."""
+    rest = claim.split(": ", 1)[1] if ": " in claim else claim
+    first = rest.split(" ", 1)[0]
+    return rest if any(c.isdigit() for c in first) else rest[:1].upper() + rest[1:]   # 'g1 alone' stays
+
+
+def _scale_device(row: Mapping[str, Any]) -> str:
+    scale, device = str(row["Scale"]), str(row["Device"])
+    return scale if device in ("", "—") else f"{scale}; {device}"
 
 
 def scoreboard_markdown(rows: Sequence[Mapping[str, Any]], link_prefix: str = "") -> str:
-    """The scoreboard as a MyST Markdown table (rendered as HTML), chapters linked with ``{doc}``.
+    """The scoreboard as a MyST Markdown table (rendered as HTML): a heading row per chapter, linked with
+    ``{doc}``, then its claims (:data:`SCOREBOARD_DISPLAY` columns).
 
     ``link_prefix`` is the path from the page that shows it to ``book/executed/`` (``"executed/"``
     from the landing page, ``""`` from a chapter).
     """
     if not rows:
         raise ValueError("no scoreboard rows: scoreboard_rows() returned nothing")
-    lines = ["| " + " | ".join(SCOREBOARD_COLUMNS) + " |", "|" + "---|" * len(SCOREBOARD_COLUMNS)]
+    lines = ["| " + " | ".join(SCOREBOARD_DISPLAY) + " |", "|" + "---|" * len(SCOREBOARD_DISPLAY)]
+    chapter = None
     for r in rows:
-        cells = [_cell(r[c]) for c in SCOREBOARD_COLUMNS[:-1]]
-        ch = r["Chapter"]
-        cells.append(f"{{doc}}`{CHAPTER_TITLES.get(ch, ch)} <{link_prefix}{ch}>`")
-        lines.append("| " + " | ".join(cells) + " |")
+        if r["Chapter"] != chapter:
+            chapter = r["Chapter"]
+            title = CHAPTER_TITLES.get(chapter, chapter)
+            lines.append(f"| **{{doc}}`{title} <{link_prefix}{chapter}>`** |" + " |" * (len(SCOREBOARD_DISPLAY) - 1))
+        cells = [_short_claim(r["Claim"]), r["Paper"], r["Ours"], _scale_device(r), r["Verdict"]]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -281,15 +281,27 @@ def test_scoreboard_ignores_a_results_file_of_another_config(tmp_path):
 
 
 def test_scoreboard_markdown_links_chapters_and_has_no_gaps(tmp_path):
-    md = report.scoreboard_markdown(report.scoreboard_rows(tmp_path, QUEUE), "executed/")
+    rows = report.scoreboard_rows(tmp_path, QUEUE)
+    md = report.scoreboard_markdown(rows, "executed/")
     lines = md.strip().splitlines()
-    assert lines[0] == "| " + " | ".join(report.SCOREBOARD_COLUMNS) + " |"
-    assert len(lines) == 2 + 23
-    assert all(line.count(" | ") == len(report.SCOREBOARD_COLUMNS) - 1 for line in lines[2:])
-    assert "{doc}`Table 2 <executed/04_omniglot>`" in md
+    assert lines[0] == "| Claim | Paper | Ours | Scale, device | Verdict |"
+    chapters = list(dict.fromkeys(r["Chapter"] for r in rows))
+    assert len(chapters) == 7 and len(lines) == 2 + len(chapters) + 23   # a heading row per chapter, a row per claim
+    assert all(line.count("|") == len(report.SCOREBOARD_DISPLAY) + 1 for line in lines)
+    assert "| **{doc}`Table 2: few-shot Omniglot <executed/04_omniglot>`** | | | | |" in lines
+    heading = lines.index("| **{doc}`Table 2: few-shot Omniglot <executed/04_omniglot>`** | | | | |")
+    assert lines[heading + 1].startswith("| Reptile, 1-shot 5-way | 95.39 ± 0.09 | — | unfinished (queue: seed 0 ")
     assert not re.search(r"\bnan\b|\bNone\b", md)
     with pytest.raises(ValueError, match="no scoreboard rows"):
         report.scoreboard_markdown([])
+
+
+def test_scoreboard_markdown_puts_the_device_beside_the_scale():
+    row = {"Claim": "Section 5: following AvgGradInner helps", "Paper": "derived", "Ours": "x", "Scale": "paper",
+           "Device": "cpu (1 thread, x86_64)", "Verdict": "holds", "Chapter": "02_taylor"}
+    md = report.scoreboard_markdown([row, dict(row, Claim="Section 5 (b): a | b", Device="—")])
+    assert "| Following AvgGradInner helps | derived | x | paper; cpu (1 thread, x86_64) | holds |" in md
+    assert "| A \\| b | derived | x | paper | holds |" in md   # no device: the scale alone; pipes escaped
 
 
 def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
