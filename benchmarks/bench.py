@@ -396,6 +396,36 @@ def time_eval(config, data, device, n_tasks, engine, log, repeats=2, names=("ref
     return out
 
 
+def flops_per_iteration(config: Config, image_shape: tuple[int, ...]) -> int:
+    """Floating-point operations of one meta-iteration's convolutions and matrix products (forward and
+    backward of every inner step: meta_batch x inner_iters batches of inner_batch images), counted by
+    ``torch.utils.flop_counter`` on the reference network; normalisation and the optimiser are left out."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = make_learner(config, image_shape, "cpu").model
+    x = torch.rand(config.inner_batch, *image_shape)
+    y = torch.arange(config.inner_batch) % config.classes
+    with FlopCounterMode(display=False) as counter:
+        loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
+        torch.autograd.grad(loss, list(model.parameters()))
+    return counter.get_total_flops() * config.meta_batch * config.inner_iters
+
+
+def matmul_gflops(device, size: int = 1024, seconds: float = 1.0) -> float:
+    """What this device's float32 matrix product reaches at the current thread count (GFLOP/s, best of
+    several timings of a size x size product): the ceiling against which the paths' GFLOP/s read."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best, end = float("inf"), time.time() + seconds
+    while time.time() < end or best == float("inf"):
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - t) / 5)
+    return round(2 * size ** 3 / best / 1e9, 1)
+
+
 def cpu_seconds() -> tuple[float, float] | None:
     """(busy, stolen) CPU seconds of the whole machine so far, from /proc/stat (None off Linux)."""
     try:
@@ -499,6 +529,7 @@ def main(argv=None) -> int:
                         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
            "configs": {}}
     start = snapshot()   # what the rest of the machine does meanwhile
+    doc["settings"]["matmul_gflops"] = matmul_gflops(device)
     if cuda:
         doc["settings"].update(cudnn_tf32=torch.backends.cudnn.allow_tf32,
                                matmul_tf32=torch.backends.cuda.matmul.allow_tf32,
@@ -539,7 +570,8 @@ def main(argv=None) -> int:
         time_paths(paths, device, repeats, warmup=1 if quick else 3, log=log, deadline=deadline)
         entry = {"hyper": {k: getattr(config, k) for k in ("classes", "train_shots", "inner_batch", "inner_iters",
                                                            "meta_batch", "learning_rate", "sgd", "meta_step")},
-                 "data": f"synthetic {DATA[data_kind(config)][:4]} (classes, per class, channels, size)", "paths": {}}
+                 "data": f"synthetic {DATA[data_kind(config)][:4]} (classes, per class, channels, size)", "paths": {},
+                 "gflop_per_iter": round(flops_per_iteration(config, tuple(data.image_shape)) / 1e9, 4)}
         for p in paths:
             entry["paths"][p.name] = summarize(p)
             if p.times:

@@ -66,10 +66,19 @@ for path in bench_files:
     busy = (f"other processes busy on {settings['other_processes_cores']:.2f} cores on average while it ran"
             if "other_processes_cores" in settings else
             f"load average {settings.get('load_average', ['?'])[0]:.1f} when it started")
+    ceiling = (f"; float32 matrix products reach {settings['matmul_gflops']:.0f} GFLOP/s at its thread count"
+               if "matmul_gflops" in settings else "")
     display(Markdown(f"**{path.name}**: {doc['device']}, torch {doc['torch']}, commit `{doc['commit'][:12]}`, "
-                     f"{doc['date'][:10]}, {busy}; median of {settings['repeats']} repeats. Command: "
+                     f"{doc['date'][:10]}, {busy}{ceiling}; median of {settings['repeats']} repeats. Command: "
                      f"`{doc['command']}`"))
     display(report.html_table(book.benchmark_rows(doc)))
+    fast = {name: e for name, e in doc["configs"].items()
+            if e.get("gflop_per_iter") and "ms_per_iter" in e["paths"].get("engine_sequential", {})}
+    if fast and "matmul_gflops" in settings:
+        display(Markdown("On `engine_sequential` the convolutions and matrix products of a meta-iteration run at " + ", ".join(
+            f"{e['gflop_per_iter'] / e['paths']['engine_sequential']['ms_per_iter'] * 1e3:.0f} GFLOP/s for {name} "
+            f"({e['gflop_per_iter'] / e['paths']['engine_sequential']['ms_per_iter'] * 1e3 / settings['matmul_gflops']:.0%} "
+            "of the matrix-product figure)" for name, e in fast.items()) + "."))
     if settings.get("machine_loaded") and "other_processes_cores" in settings:
         display(Markdown(f"*Loaded machine: {settings['machine_loaded']}.*"))
     elif settings.get("machine_loaded"):
@@ -109,6 +118,21 @@ if not bench_files:
 # every non-transductive prediction into a batch of batches; on a CPU that costs more than it saves,
 # most where the steps hold many images (CIFAR-FS, Figure 3).
 #
+# ## Where the time goes on a CPU
+#
+# A meta-iteration of the Omniglot 5-way config is 25 forward and backward passes of 10 images
+# through four small convolutions and a dense layer: 3.93 GFLOP of convolutions and matrix products
+# (counted by `torch.utils.flop_counter`; the tables' GFLOP/s divide that count by the time).
+# A large float32 matrix product on the same thread runs several times faster than any path here
+# (the figure beside each file), so the arithmetic itself is not the limit: the convolutions are
+# small (outputs of 2x2 to 14x14, batches of 5 to 25) and every call to a convolution, a
+# normalisation, an activation or the optimiser pays a fixed cost comparable to its arithmetic.
+# Tried on this path and not adopted, because on this CPU they were no faster for these shapes or
+# would change what is computed: compiling the inner step with `torch.compile`, the convolutions as
+# explicit im2col matrix products, PyTorch's own (non-oneDNN) convolution kernels, and bfloat16
+# autocast. Two threads for one run gain little over one (compare the 1- and 2-thread files), so
+# the queue runs two single-thread workers, one unit on each core.
+#
 # On a CPU the batched paths differ little: the work is in the convolutions, not in launching operations.
 # The engine's point is the GPU, where a meta-iteration of these small networks is hundreds of tiny
 # kernels and launch overhead dominates; its CUDA-graph path has no recorded timing in this book yet
@@ -131,9 +155,18 @@ display(Markdown(f"*Measured on {results.device_name(device)}, torch {torch.__ve
 
 # %% [markdown]
 # ## What to take away
-#
-# - On one core of this project's 2-core CPU a paper-scale Omniglot 5-way meta-iteration takes
-#   150-250 milliseconds on the queue's path (its own log, above), so a 100,000-iteration run takes
-#   four to seven hours, and its 24,000 evaluation tasks about one and a half more.
-# - The faster paths change how the computation is laid out, never what it computes: the tests
-#   check them against the library's reference path.
+
+# %% tags=["remove-input"]
+five = [r["ms / iteration"] for r in seg_rows if r["unit"].startswith("omniglot_5way-") and r["ms / iteration"]
+        and r["path"].startswith("SequentialMetaStep")]
+typical = sorted(five)[len(five) // 2] if five else None
+speed = (f"took {typical:.0f} milliseconds per meta-iteration on one core of the queue's machine (the median of "
+         f"its segments, above; {min(five):.0f} to {max(five):.0f} depending on what else ran), so a 100,000-iteration "
+         f"run takes about {typical / 36:.0f} hours of training" if five else
+         "has no recorded queue segment yet; the benchmark files above give its expected speed")
+display(Markdown(
+    f"- A paper-scale Omniglot 5-way meta-iteration on the released order's fast path {speed}.\n"
+    "- On these small convolutions a CPU is limited by the cost of each call, not by arithmetic: two single-thread "
+    "runs side by side use a 2-core machine better than one run on two threads.\n"
+    "- The faster paths change how the computation is laid out, never what it computes: the tests check them "
+    "against the library's reference path."))

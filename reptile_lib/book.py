@@ -280,7 +280,8 @@ def bench_path_label(path: str) -> str:
 def benchmark_rows(doc: dict) -> list[dict]:
     """One row per (config, path) of a ``benchmarks/bench.py`` results file: ms per meta-iteration and more.
 
-    Readable labels, and a dash (never an empty cell) where a figure does not apply.
+    Readable labels, and a dash (never an empty cell) where a figure does not apply. GFLOP/s (files that
+    record ``gflop_per_iter``): the meta-iteration's convolution and matrix-product work over its time.
     """
     rows = []
     for name, entry in doc.get("configs", {}).items():
@@ -288,14 +289,17 @@ def benchmark_rows(doc: dict) -> list[dict]:
             row = {"Config": name, "Path": bench_path_label(path)}
             if "ms_per_iter" not in p:
                 rows.append({**row, "ms / meta-iteration": "failed: " + str(p.get("error", "?"))[:80],
-                             "ms / run": "—", "× serial": "—", "Operations / iteration": "—"})
+                             "ms / run": "—", "× serial": "—", "Operations / iteration": "—",
+                             **({"GFLOP/s": "—"} if entry.get("gflop_per_iter") else {})})
                 continue
             speed = entry.get("speedup_vs_serial", {}).get(path)
             ops = p.get("kernels_per_replay") or p.get("kernels_per_iter") or p.get("aten_ops_per_iter")
+            gflop = entry.get("gflop_per_iter")
             rows.append({**row, "ms / meta-iteration": f"{p['ms_per_iter']:.1f}",
                          "ms / run": f"{p['ms_per_run']:.1f}" if "ms_per_run" in p else "—",
                          "× serial": f"{speed:.2f}" if speed is not None else "—",
-                         "Operations / iteration": f"{ops:,}" if ops else "—"})
+                         "Operations / iteration": f"{ops:,}" if ops else "—",
+                         **({"GFLOP/s": f"{gflop / (p['ms_per_iter'] / 1e3):.1f}"} if gflop else {})})
     return rows
 
 

@@ -41,6 +41,7 @@ def test_gpu_check_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
     assert seq["max_abs"] < 1e-5, seq
     assert "ms/iter" in (tmp_path / "bench.log").read_text()
     assert doc["settings"]["other_processes_cores"] >= 0 and doc["settings"]["stolen_cores"] >= 0
+    assert doc["settings"]["matmul_gflops"] > 0 and doc["configs"]["omniglot_5way"]["gflop_per_iter"] > 0
 
 
 def test_documented_gpu_command_is_the_script():
@@ -88,3 +89,20 @@ def test_other_load_is_the_machines_busy_time_less_the_benchmarks_own():
     assert bench.other_load((None, 0.0, 0.0), ((1.0, 0.0), 1.0, 1.0)) is None
     busy, stolen = bench.cpu_seconds()      # this machine's counters, read for real
     assert busy > 0 and stolen >= 0
+
+
+def test_flops_per_iteration_is_the_hand_count_of_the_omniglot_network():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
+    from reptile_lib.book import benchmark_rows
+    from reptile_lib.configs import OMNIGLOT_5WAY
+
+    # forward multiply-adds per 28 x 28 image: 3x3 convolutions 1->64 on 14x14 outputs, then 64->64 on
+    # 7x7, 4x4, 2x2, and the 256 -> 5 classifier; backward twice that, less the first layer's input gradient
+    macs = 14 * 14 * 64 * 9 + (7 * 7 + 4 * 4 + 2 * 2) * 64 * 64 * 9 + 256 * 5
+    per_image = 2 * (3 * macs - 14 * 14 * 64 * 9)
+    assert bench.flops_per_iteration(OMNIGLOT_5WAY, (1, 28, 28)) == per_image * 10 * 5 * 5   # batch, steps, tasks
+    doc = {"configs": {"omniglot_5way": {"gflop_per_iter": 3.93, "paths": {"serial": {"ms_per_iter": 393.0}}}}}
+    assert benchmark_rows(doc)[0]["GFLOP/s"] == "10.0"
+    assert "GFLOP/s" not in benchmark_rows({"configs": {"x": {"paths": {"serial": {"ms_per_iter": 1.0}}}}})[0]
