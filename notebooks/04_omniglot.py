@@ -98,7 +98,23 @@ for name, doc in finished.items():
             report.html_table(report.seed_rows(doc)))
 if not finished:
     display(Markdown("No paper-scale run is finished yet: the curves and tables of the finished runs appear here. "
-                     "The pipeline check below runs the same code at a tiny size."))
+                     "Below, the learning curve of the run still in the queue, as far as it has got, and a "
+                     "pipeline check that runs the same code at a tiny size."))
+
+# %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Unfinished run: the learning curve logged so far (show)", "code_prompt_hide": "Unfinished run (hide)"}
+for name in NAMES:
+    so_far = reproduce.unfinished_curves(reproduce.load_plan(), name) if name not in finished else None
+    if so_far is None:
+        continue
+    its = ", ".join(f"seed {s} at {i:,}" for s, i in so_far["extra"]["iterations"].items())
+    display(Markdown(
+        f"**Unfinished, not a result.** {name}'s paper-scale run is still in the queue ({its} of "
+        f"{RUNS[name].meta_iters:,} meta-iterations when this page was executed). Its accuracy on "
+        f"{RUNS[name].eval_interval_tasks} sampled test-character tasks every {RUNS[name].eval_interval:,} iterations "
+        "(the band is the 95% interval over those tasks) shows how far training has got; the table's numbers come "
+        "from 10,000 tasks once the run is done."))
+    plots.learning_curves(so_far, title=f"{name}: unfinished paper-scale run (learning curve so far)")
+    plt.show()
 
 # %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Pipeline check: a smoke run trained on this page, not the paper's experiment (show)", "code_prompt_hide": "Pipeline check (hide)"}
 # The smoke run: the 5-way config at a size that runs in about a minute on two CPU cores

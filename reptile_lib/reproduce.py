@@ -481,6 +481,30 @@ def write_experiment_results(plan: Plan, experiment: str) -> Path | None:
     return write_results(results_path(plan, experiment), experiment, "paper", exp.config, metrics, prov, extra)
 
 
+def unfinished_curves(plan: Plan, experiment: str) -> dict | None:
+    """The learning curves logged so far by an experiment's units still in training or evaluation, in the
+    layout ``plots.experiments.learning_curves`` reads (``extra.history`` per seed), with each unit's
+    meta-iteration (``extra.iterations``) and ``finished: False``; None when no such unit has a curve point.
+
+    A chapter shows these, labelled as unfinished, while its paper-scale run is not done: they are what
+    the run has measured so far, not its result.
+    """
+    histories, iterations = {}, {}
+    for unit in plan.of(experiment):
+        st = unit_state(plan, unit)
+        if st["phase"] not in ("training", "evaluating") or not checkpoint_path(plan, unit).exists():
+            continue
+        blob = torch.load(checkpoint_path(plan, unit), map_location="cpu", weights_only=True)
+        if blob.get("history"):
+            histories[str(unit.seed)], iterations[str(unit.seed)] = blob["history"], int(blob["iteration"])
+    if not histories:
+        return None
+    config = plan.experiments[experiment].config
+    return {"experiment": experiment, "profile": "paper", "config": dataclasses.asdict(config),
+            "provenance": {"finished": False, "seeds": sorted(map(int, histories))},
+            "extra": {"history": histories, "iterations": iterations}}
+
+
 def _write_figures(plan: Plan, unit: Unit, missing_only: bool = False) -> None:
     """A Figure 3 curve finished: rewrite ``results/figure3.json`` from the curves finished so far
     (``missing_only``: only if that file lacks this unit, e.g. after a stop between the two files)."""

@@ -96,6 +96,9 @@ def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_
     assert not R.run_unit(plan, unit, data_root=omniglot_root, stop=stop_after(5), rebuild=False)
     st = R.unit_state(plan, unit)
     assert st["phase"] == "training" and st["iteration"] == 6
+    so_far = R.unfinished_curves(plan, "tiny")   # what a chapter shows, labelled unfinished, meanwhile
+    assert so_far["extra"]["iterations"] == {"0": 6} and not so_far["provenance"]["finished"]
+    assert [p["iteration"] for p in so_far["extra"]["history"]["0"] if "test_nontransductive" in p] == [1, 4]
     calls["n"] = 0
     assert not R.run_unit(plan, unit, data_root=omniglot_root, stop=stop_after(7), rebuild=False)  # 6 more + 1 chunk
     st = R.unit_state(plan, unit)
@@ -103,6 +106,7 @@ def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_
     assert "evaluating: 100 of 300 tasks" in R.status_text(plan)
     assert R.run_unit(plan, unit, data_root=omniglot_root, rebuild=False)
     assert _same(_numbers(plan), reference)
+    assert R.unfinished_curves(plan, "tiny") is None     # done: its results file has the curves
     assert [s["iterations"] for s in R.segments(plan, unit)] == [6, 6, 0]
     # the record names the step that trained (the fast released-order step on a CPU)
     assert {s["train_path"] for s in R.segments(plan, unit)} == {"engine.sequential.SequentialMetaStep"}
