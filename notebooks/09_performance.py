@@ -53,6 +53,9 @@ else:
     display(Markdown("No unit of the queue has run yet."))
 left = [r for r in reproduce.status_rows(PLAN) if r["state"] != "done" and r["state"] != "pending"]
 for r in left:
+    if r["ms_per_iter"] is None:   # too few iterations yet to measure its speed
+        display(Markdown(f"**{r['unit']}**: {r['state']}; its speed is not measured yet."))
+        continue
     display(Markdown(f"**{r['unit']}**: {r['state']}; at {r['ms_per_iter']:.0f} ms per meta-iteration (the segments "
                      f"on its current path), about {r['hours_left']:.1f} hours of training left, then its evaluation."))
 

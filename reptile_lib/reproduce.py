@@ -226,14 +226,23 @@ def unit_state(plan: Plan, unit: Unit) -> dict:
             "ms_per_iter": 1000 * blob["wall_time_s"] / it if it else None}
 
 
+def enough_iterations(config: Config) -> int:
+    """Meta-iterations a speed must be measured over to count: the first learning-curve point is paid at
+    iteration 1, so a unit one iteration in would otherwise read as hundreds of hours from done."""
+    return min(1000, max(1, config.meta_iters // 20))
+
+
 def ms_per_iteration(plan: Plan, unit: Unit) -> float | None:
     """Measured training speed of the unit's segments (or of its experiment's other units), curve points
-    included; only the segments on the training path of the latest one (what the unit trains with now)."""
+    included; only the segments on the training path of the latest one (what the unit trains with now),
+    and only once they add up to :func:`enough_iterations`."""
     for u in [unit, *plan.of(unit.experiment.name)]:
         segs = [s for s in segments(plan, u) if s.get("iterations", 0) > 0 and s.get("train_s")]
         if segs:
             segs = [s for s in segs if s.get("train_path") == segs[-1].get("train_path")]
-            return 1000 * sum(s["train_s"] for s in segs) / sum(s["iterations"] for s in segs)
+            its = sum(s["iterations"] for s in segs)
+            if its >= enough_iterations(u.config):
+                return 1000 * sum(s["train_s"] for s in segs) / its
     return None
 
 
@@ -268,7 +277,9 @@ def status_rows(plan: Plan) -> list[dict]:
     for unit in plan.units:
         st = unit_state(plan, unit)
         # the segments' measured speed; else the running segment's, from its checkpoint (curve points included)
-        ms = ms_per_iteration(plan, unit) or st.get("ms_per_iter")
+        ms = ms_per_iteration(plan, unit)
+        if ms is None and st["iteration"] >= enough_iterations(unit.config):
+            ms = st.get("ms_per_iter")
         spt = eval_seconds_per_task(plan, unit)
         n = unit.config.meta_iters
         left_train = (n - st["iteration"]) * ms / 1000 if ms is not None else None

@@ -106,3 +106,19 @@ def test_the_scoreboard_counts_figure3_curves_per_seed(plan):
     _write_curve(plan, "g1", {0: 0.3})
     doc = figure3.assemble(plan)
     assert report._scale("figure3", doc, queue) == "unfinished (1 of 10 curves finished)"
+
+
+def test_a_unit_one_curve_point_in_has_no_speed_yet(plan):
+    """The first curve point is paid at iteration 1: one iteration in, the unit's speed is not known yet
+    (it would read as hundreds of hours left), after enough iterations it is."""
+    from reptile_lib import reproduce
+
+    unit = plan.units[0]
+    log = reproduce.log_path(plan, unit)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    record = {"train_path": "engine.sequential.SequentialMetaStep", "iteration": 1, "iterations": 1, "train_s": 48.0}
+    log.write_text(json.dumps(record) + "\n")
+    assert reproduce.enough_iterations(unit.config) == 1000
+    assert reproduce.ms_per_iteration(plan, unit) is None
+    log.write_text(log.read_text() + json.dumps(dict(record, iteration=2000, iterations=1999, train_s=152.0)) + "\n")
+    assert reproduce.ms_per_iteration(plan, unit) == 100.0
