@@ -75,13 +75,12 @@ for path in bench_files:
                      f"{doc['date'][:10]}, {busy}{ceiling}; median of {settings['repeats']} repeats. Command: "
                      f"`{doc['command']}`"))
     display(report.html_table(book.benchmark_rows(doc)))
-    fast = {name: e for name, e in doc["configs"].items()
-            if e.get("gflop_per_iter") and "ms_per_iter" in e["paths"].get("engine_sequential", {})}
+    fast = {name: book.gflops(e, "engine_sequential") for name, e in doc["configs"].items()}
+    fast = {name: g for name, g in fast.items() if g}
     if fast and "matmul_gflops" in settings:
         display(Markdown("On `engine_sequential` the convolutions and matrix products of a meta-iteration run at " + ", ".join(
-            f"{e['gflop_per_iter'] / e['paths']['engine_sequential']['ms_per_iter'] * 1e3:.0f} GFLOP/s for {name} "
-            f"({e['gflop_per_iter'] / e['paths']['engine_sequential']['ms_per_iter'] * 1e3 / settings['matmul_gflops']:.0%} "
-            "of the matrix-product figure)" for name, e in fast.items()) + "."))
+            f"{g:.0f} GFLOP/s for {name} ({g / settings['matmul_gflops']:.0%} of the matrix-product figure)"
+            for name, g in fast.items()) + "."))
     if settings.get("machine_loaded") and "other_processes_cores" in settings:
         display(Markdown(f"*Loaded machine: {settings['machine_loaded']}.*"))
     elif settings.get("machine_loaded"):

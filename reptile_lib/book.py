@@ -277,6 +277,12 @@ def bench_path_label(path: str) -> str:
     return BENCH_PATHS.get(path, path)
 
 
+def gflops(entry: dict, path: str) -> float | None:
+    """GFLOP/s of one path of a ``benchmarks/bench.py`` config entry: its ``gflop_per_iter`` over its time."""
+    ms = entry.get("paths", {}).get(path, {}).get("ms_per_iter")
+    return entry["gflop_per_iter"] / (ms / 1e3) if entry.get("gflop_per_iter") and ms else None
+
+
 def benchmark_rows(doc: dict) -> list[dict]:
     """One row per (config, path) of a ``benchmarks/bench.py`` results file: ms per meta-iteration and more.
 
@@ -294,12 +300,11 @@ def benchmark_rows(doc: dict) -> list[dict]:
                 continue
             speed = entry.get("speedup_vs_serial", {}).get(path)
             ops = p.get("kernels_per_replay") or p.get("kernels_per_iter") or p.get("aten_ops_per_iter")
-            gflop = entry.get("gflop_per_iter")
             rows.append({**row, "ms / meta-iteration": f"{p['ms_per_iter']:.1f}",
                          "ms / run": f"{p['ms_per_run']:.1f}" if "ms_per_run" in p else "—",
                          "× serial": f"{speed:.2f}" if speed is not None else "—",
                          "Operations / iteration": f"{ops:,}" if ops else "—",
-                         **({"GFLOP/s": f"{gflop / (p['ms_per_iter'] / 1e3):.1f}"} if gflop else {})})
+                         **({"GFLOP/s": f"{gflops(entry, path):.1f}"} if entry.get("gflop_per_iter") else {})})
     return rows
 
 

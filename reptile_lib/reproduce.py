@@ -502,11 +502,11 @@ def unfinished_curves(plan: Plan, experiment: str) -> dict | None:
     """
     histories, iterations = {}, {}
     for unit in plan.of(experiment):
-        st = unit_state(plan, unit)
-        if st["phase"] not in ("training", "evaluating") or not checkpoint_path(plan, unit).exists():
+        ckpt, ev = checkpoint_path(plan, unit), load_eval_state(plan, unit)
+        if not ckpt.exists() or (ev is not None and ev.get("finished")):   # not started, or done
             continue
-        blob = torch.load(checkpoint_path(plan, unit), map_location="cpu", weights_only=True)
-        if blob.get("history"):
+        blob = torch.load(ckpt, map_location="cpu", weights_only=True)   # read once (unit_state reads it too)
+        if blob.get("config_hash") == unit.config.hash() and blob.get("history"):
             histories[str(unit.seed)], iterations[str(unit.seed)] = blob["history"], int(blob["iteration"])
     if not histories:
         return None
