@@ -10,8 +10,10 @@ the 84-pixel Mini-ImageNet net; meta-batch 5) on synthetic data of the real shap
 - ``serial``            one task at a time, ``nn.Module`` + ``torch.optim.Adam`` (the usual port; ``engine.serial``)
 - ``reference_batched`` the library's reference path: ``algorithms.meta_step``, vmap over tasks, dict parameters
 - ``reference_sequential``  ``meta_step(batched=False, adam_carry='sequential')``: the released Adam order
-- ``engine_sequential`` the released order on flat buffers, one task at a time, channels_last (``engine.sequential``;
-  what the queue trains with on a CPU)
+- ``engine_sequential`` the released order on flat buffers, one task at a time (``engine.sequential``; what the
+  queue trains with on a CPU), with the one-call C++ kernels (``engine.native``) where they build, which the
+  results record as ``kernels``
+- ``engine_sequential_torch``  the same on PyTorch's kernels (channels_last), some 60 calls per inner step
 - ``engine_eager``      ``engine.MetaStepRunner`` run eagerly (flat buffers, batched networks)
 - ``engine_graph``      the same captured as one CUDA graph per meta-iteration (CUDA only)
 - ``engine_graph_fused_adam``  plus the Adam update compiled into one kernel (CUDA only, ``--fuse-adam``)
@@ -50,7 +52,8 @@ from reptile_lib.engine.counting import count_cuda_kernels, count_ops  # noqa: E
 from reptile_lib.engine.evaluate import default_eval_chunk, fast_evaluate  # noqa: E402
 from reptile_lib.engine.runner import MetaStepRunner, eps_schedule  # noqa: E402
 from reptile_lib.engine.sampling import TaskShape  # noqa: E402
-from reptile_lib.engine.sequential import SequentialMetaStep, sequential_evaluate  # noqa: E402
+from reptile_lib.engine.sequential import (FlatNet, SequentialMetaStep, resolve_kernels,  # noqa: E402
+                                           sequential_evaluate)
 from reptile_lib.engine.serial import SerialReptile  # noqa: E402
 from reptile_lib.evaluate import evaluate  # noqa: E402
 from reptile_lib.models import init_params  # noqa: E402
@@ -171,10 +174,15 @@ class Reference(Path_):
 class Sequential(Reference):
     """The released Adam order on ``engine.sequential`` (what ``reproduce.train_step`` returns on a CPU)."""
 
-    def __init__(self, config, data, device, iters):
+    def __init__(self, config, data, device, iters, kernels="auto"):
         super().__init__(config, data, device, iters, sequential=True)
-        self.name = "engine_sequential"
-        self.step = SequentialMetaStep()
+        self.name = "engine_sequential" if kernels == "auto" else f"engine_sequential_{kernels}"
+        self.step = SequentialMetaStep(kernels)
+
+    def setup(self):
+        super().setup()
+        net = FlatNet(self.learner.model)
+        self.info["kernels"] = resolve_kernels(self.step.kernels, net, next(iter(self.phi.values())).dtype)
 
 
 class Engine(Path_):
@@ -316,34 +324,62 @@ def agreement(config, data, device, iters=5):
 
 def agreement_sequential(config, data, device, iters=2):
     """``engine_sequential`` against ``meta_step(batched=False, adam_carry='sequential')`` from the same warm
-    Adam state and tasks (the default dtype; the tests check the same in float64)."""
+    Adam state and tasks, in float64 (``max_abs``, ``rel_l2``: equal up to rounding).
+
+    Also each path's float32 result against the float64 one (``float32_error_*``, max |diff|): from this
+    state (v = 1e-6, far below g^2, so every first step is a sign step of 0.03) rounding grows to the
+    size of the update itself, in either path alike; which is why a float32 comparison of two kernel
+    sets says nothing here, and the float64 one is the check.
+    """
+    out = {"iters": iters, "state": "warm Adam (step 1000, v = 1e-6)",
+           "compared": "engine_sequential vs meta_step(batched=False, adam_carry='sequential'), float64"}
+    old = torch.get_default_dtype()
+    phi0 = init_params(make_learner(config, data.image_shape, device).model, torch.Generator().manual_seed(0))
+    runs = {}
+    for dtype in (torch.float64, torch.float32):
+        torch.set_default_dtype(dtype)
+        try:
+            runs[dtype] = _sequential_pair(config, data, device, iters, phi0)
+        finally:
+            torch.set_default_dtype(old)
+    a, b = runs[torch.float64]
+    d = torch.cat([(a[k] - b[k]).reshape(-1) for k in a])
+    out.update(max_abs=float(d.abs().max()), rel_l2=float(d.norm() / torch.cat([b[k].reshape(-1) for k in b]).norm()))
+    for name, params in zip(("engine", "reference"), runs[torch.float32]):
+        out[f"float32_error_{name}"] = max(float((params[k].double() - b[k]).abs().max()) for k in b)
+    return out
+
+
+def _sequential_pair(config, data, device, iters, phi0=None):
+    """Both paths' parameters after ``iters`` meta-iterations in the default dtype, from ``phi0`` (float32
+    draws, so that a float64 run starts from the same numbers) and the same tasks."""
     c = config
     learner = make_learner(c, data.image_shape, device)
-    phi = {k: v.to(device) for k, v in init_params(learner.model, torch.Generator().manual_seed(0)).items()}
+    dtype = torch.get_default_dtype()
+    if phi0 is None:
+        phi0 = init_params(learner.model, torch.Generator().manual_seed(0))
+    phi = {k: v.to(device, dtype) for k, v in phi0.items()}
     warm = ({} if c.sgd else {"step": torch.tensor(1000.0, device=device),
                               "v": {k: torch.full_like(v, 1e-6) for k, v in phi.items()}})
     fast = SequentialMetaStep()
-    out = {"iters": iters, "state": "warm Adam (step 1000, v = 1e-6)",
-           "compared": "engine_sequential vs meta_step(batched=False, adam_carry='sequential')"}
     sampler = TaskSampler(data, c.classes, torch.Generator(device).manual_seed(3))
     a, b, sa, sb = phi, phi, warm, warm
     for i in range(iters):
-        batches = sampler.train_batches(c.meta_batch, c.train_shots, c.inner_batch, c.inner_iters)
+        batches = [(x.to(dtype), y) for x, y in sampler.train_batches(c.meta_batch, c.train_shots, c.inner_batch,
+                                                                     c.inner_iters)]
         eps = meta_step_size(c.meta_step, c.meta_step_final, i, c.meta_iters)
         ra = fast(learner.loss_fn, a, learner.opt, sa, batches, eps, c.weights)
         rb = meta_step(learner.loss_fn, b, learner.opt, sb, batches, eps, c.weights, batched=False,
                        adam_carry="sequential")
         a, b, sa, sb = ra.params, rb.params, ra.state, rb.state
-    fa, fb = torch.cat([a[k].reshape(-1) for k in a]), torch.cat([b[k].reshape(-1) for k in b])
-    d = (fa - fb).abs()
-    out.update(max_abs=float(d.max()), rel_l2=float(d.norm() / fb.norm()), dtype=str(fa.dtype))
-    return out
+    return a, b
 
 
 def time_eval(config, data, device, n_tasks, engine, log, repeats=2, names=("reference", "engine", "sequential"),
               spec_index=0):
     """10,000-task evaluation (the config's ``evals[spec_index]``): reference ``evaluate``, ``fast_evaluate``
-    (``engine``) and, on a CPU, ``engine.sequential.sequential_evaluate`` (``sequential``)."""
+    (``engine``) and, on a CPU, ``engine.sequential.sequential_evaluate`` (``sequential``: the one-call
+    kernels where they build; ``sequential_torch``: PyTorch's kernels)."""
     spec = config.evals[spec_index]
     learner = make_learner(config, data.image_shape, device)
     phi = {k: v.to(device) for k, v in init_params(learner.model, torch.Generator().manual_seed(0)).items()}
@@ -358,9 +394,14 @@ def time_eval(config, data, device, n_tasks, engine, log, repeats=2, names=("ref
             "engine": lambda s, n: fast_evaluate(learner.model, learner.loss_fn, phi, learner.opt, state, s, spec.shots,
                                                  spec.eval_batch, spec.eval_iters, n, chunk=chunk, engine=engine),
             "sequential": lambda s, n: sequential_evaluate(learner.model, learner.loss_fn, phi, learner.opt, state, s,
-                                                           spec.shots, spec.eval_batch, spec.eval_iters, n, chunk=100)}
+                                                           spec.shots, spec.eval_batch, spec.eval_iters, n, chunk=100),
+            "sequential_torch": lambda s, n: sequential_evaluate(
+                learner.model, learner.loss_fn, phi, learner.opt, state, s, spec.shots, spec.eval_batch,
+                spec.eval_iters, n, chunk=100, kernels="torch")}
     if device.type != "cpu":
-        names = [n for n in names if n != "sequential"]
+        names = [n for n in names if not n.startswith("sequential")]
+    else:
+        out["sequential_kernels"] = resolve_kernels("auto", FlatNet(learner.model), next(iter(phi.values())).dtype)
     runs = {k: v for k, v in runs.items() if k in names}
     accs, times = {}, {name: [] for name in runs}
     for name, fn in runs.items():  # warm-up: one chunk (on CUDA the engine captures a graph in each call)
@@ -388,10 +429,10 @@ def time_eval(config, data, device, n_tasks, engine, log, repeats=2, names=("ref
             log(f"  eval {name}: {n_tasks} tasks in {s:.2f} s ({s * 10000 / n_tasks:.1f} s per 10,000), "
                 f"median of {len(ts)}")
     out["extrapolated"] = n_tasks != 10000
-    for name in ("engine", "sequential"):
+    for name in ("engine", "sequential", "sequential_torch"):
         if "reference" in accs and name in accs:
             a, b = accs["reference"]["nontransductive"], accs[name]["nontransductive"]
-            key = "same_per_task_accuracy_fraction" + ("" if name == "engine" else "_sequential")
+            key = "same_per_task_accuracy_fraction" + ("" if name == "engine" else f"_{name}")
             out[key] = float((a == b).float().mean())
     return out
 
@@ -474,9 +515,9 @@ def main(argv=None) -> int:
                     help="default: Omniglot 5/20-way and Mini-ImageNet on CUDA; Omniglot 5/20-way and CIFAR-FS on a CPU")
     ap.add_argument("--paths", nargs="+", default=None,
                     help="only these training paths (serial, reference_batched, reference_sequential, engine_eager, "
-                         "engine_sequential, engine_graph, runsN)")
+                         "engine_sequential, engine_sequential_torch, engine_graph, runsN)")
     ap.add_argument("--eval-paths", nargs="+", default=["reference", "engine", "sequential"],
-                    choices=["reference", "engine", "sequential"], help="evaluations timed")
+                    choices=["reference", "engine", "sequential", "sequential_torch"], help="evaluations timed")
     ap.add_argument("--eval-configs", nargs="+", default=["omniglot_5way"], choices=list(EVAL_CONFIGS),
                     help="evaluations timed: omniglot_5way (1-shot), omniglot_20way (5-shot), cifar_fs_5way (5-shot), "
                          "figure3 (a Figure 3 curve's 5-shot evaluation)")
@@ -555,6 +596,7 @@ def main(argv=None) -> int:
         if not cuda:  # the released Adam order: the reference and the fast path the CPU queue trains with
             paths.append(Reference(config, data, device, iters("eager", config), sequential=True))
             paths.append(Sequential(config, data, device, iters("eager", config)))
+            paths.append(Sequential(config, data, device, iters("eager", config), kernels="torch"))
         paths.append(Engine("engine_eager", config, data, device, iters("eager", config), "eager"))
         if cuda:
             paths.append(Engine("engine_graph", config, data, device, iters("graph", config), "graph"))

@@ -239,11 +239,17 @@ def ms_per_iteration(plan: Plan, unit: Unit) -> float | None:
     for u in [unit, *plan.of(unit.experiment.name)]:
         segs = [s for s in segments(plan, u) if s.get("iterations", 0) > 0 and s.get("train_s")]
         if segs:
-            segs = [s for s in segs if s.get("train_path") == segs[-1].get("train_path")]
+            path = _path_and_kernels(segs[-1])
+            segs = [s for s in segs if _path_and_kernels(s) == path]
             its = sum(s["iterations"] for s in segs)
             if its >= enough_iterations(u.config):
                 return 1000 * sum(s["train_s"] for s in segs) / its
     return None
+
+
+def _path_and_kernels(segment: dict) -> tuple[str, str]:
+    """A segment's training path and kernels (segments recorded before the kernels were: PyTorch's)."""
+    return segment.get("train_path", ""), segment.get("kernels", "torch")
 
 
 def segment_rows(plan: Plan) -> list[dict]:
@@ -254,6 +260,8 @@ def segment_rows(plan: Plan) -> list[dict]:
             its, ev = s.get("iterations", 0), s.get("eval_tasks", 0)
             threads = s.get("threads")
             path = s.get("train_path", "").rsplit(".", 1)[-1] or "not recorded"
+            if s.get("kernels") == "native":
+                path += ", native kernels"
             rows.append({"unit": unit.id, "device": s.get("device", ""),
                          "started": f"{s.get('started', '')[:16].replace('T', ' ')}, {s.get('commit', '')[:7]}",
                          "path": f"{path} ({threads} thread{'s' if threads != 1 else ''})" if threads else path,
@@ -378,6 +386,16 @@ def train_step(config: Config, device: str) -> Callable | None:
             and config.model in ("omniglot", "miniimagenet")):
         return SequentialMetaStep()
     return None
+
+
+def sequential_kernels(config: Config, device: str) -> str:
+    """The kernels the fast sequential path runs this config with here: ``native`` (one C++ call per
+    inner step, ``engine.native``) where it builds, else ``torch``."""
+    from .engine.sequential import FlatNet, resolve_kernels
+    from .models import build_model
+
+    model = build_model(config.model, config.classes, config.image_size)
+    return resolve_kernels("auto", FlatNet(model), torch.get_default_dtype(), device)
 
 
 def eval_scorer(config: Config, device: str) -> Callable | None:
@@ -583,6 +601,7 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
     record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
               "commit": git_commit(), "threads": torch.get_num_threads(), "host": socket.gethostname(),
               "train_path": _path_name(step), "eval_path": _path_name(scorer) if scorer else "evaluate.evaluate_tasks",
+              **({"kernels": sequential_kernels(unit.config, device)} if step or scorer else {}),
               **(provenance or {})}
     t0 = time.time()
     first = unit_state(plan, unit)["iteration"]

@@ -23,8 +23,11 @@ def test_gpu_check_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
     doc = json.loads((tmp_path / "bench-cuda.json").read_text())
     assert {"device", "torch", "commit", "date", "settings", "configs", "eval", "threads"} <= set(doc)
     paths = doc["configs"]["omniglot_5way"]["paths"]
-    assert set(paths) == {"serial", "reference_batched", "reference_sequential", "engine_sequential", "engine_eager",
-                          "runs2"}
+    assert set(paths) == {"serial", "reference_batched", "reference_sequential", "engine_sequential",
+                          "engine_sequential_torch", "engine_eager", "runs2"}
+    from reptile_lib.engine import native
+    assert paths["engine_sequential"]["kernels"] == ("native" if native.available() else "torch")
+    assert paths["engine_sequential_torch"]["kernels"] == "torch"
     for name, p in paths.items():
         assert p["ms_per_iter"] > 0 and len(p["repeats_ms"]) == 2, name
         assert p["aten_ops_per_iter"] > 0
@@ -38,7 +41,8 @@ def test_gpu_check_rehearsed_on_the_cpu_writes_every_figure(tmp_path):
     assert doc["eval"]["same_per_task_accuracy_fraction"] == 1.0
     assert doc["eval"]["sequential_s"] > 0 and doc["eval"]["same_per_task_accuracy_fraction_sequential"] == 1.0
     seq = doc["configs"]["omniglot_5way"]["agreement_sequential"]
-    assert seq["max_abs"] < 1e-5, seq
+    assert seq["max_abs"] < 1e-10, seq    # float64
+    assert seq["float32_error_engine"] < 10 * seq["float32_error_reference"] + 1e-6, seq
     assert "ms/iter" in (tmp_path / "bench.log").read_text()
     assert doc["settings"]["other_processes_cores"] >= 0 and doc["settings"]["stolen_cores"] >= 0
     assert doc["settings"]["matmul_gflops"] > 0 and doc["configs"]["omniglot_5way"]["gflop_per_iter"] > 0

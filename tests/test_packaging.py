@@ -38,6 +38,13 @@ def test_console_script_and_package():
     assert meta["project"]["scripts"]["reptile"] == "reptile_lib.cli:main"
 
 
+def test_the_native_kernels_source_ships_with_the_package():
+    """``engine/native.py`` compiles ``native.cpp`` on first use: an installed package must carry it."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "native.cpp" in meta["tool"]["setuptools"]["package-data"]["reptile_lib.engine"]
+    assert (ROOT / "reptile_lib" / "engine" / "native.cpp").exists()
+
+
 def test_every_submodule_is_reachable_lazily():
     """``reptile_lib.<name>`` works for every module and package of the library (lazy imports)."""
     import pkgutil

@@ -13,7 +13,9 @@ phi + eps * mean_tau sum_i w_i (phi_{i+1} - phi_i)). Only the layout of the arit
   is a padding whose backward hands a contiguous gradient to the next layer's ReLU backward
   (a strided one makes that kernel several times slower);
 - batch statistics gathered in two passes (PyTorch's channels_last BatchNorm loses float32 precision);
-- Adam (beta1 = 0) or SGD on the flat vector: a handful of in-place kernels per inner step.
+- Adam (beta1 = 0) or SGD on the flat vector: a handful of in-place kernels per inner step;
+- where the one-call kernels of :mod:`.native` can be built (a C++ compiler and PyTorch's BLAS),
+  the forward pass and the gradient are one call per step instead of some 60 (``kernels="auto"``).
 
 The same single-task inner loop serves an evaluation (:func:`sequential_evaluate`): every task adapts
 from the trained phi and Adam state (restored after the task), then predicts its queries under
@@ -32,6 +34,7 @@ from torch import Tensor, nn
 from ..models import BatchStatNorm, MiniImageNetNet, OmniglotNet, SameConv2d, tf_same_padding
 from ..optim import SGD, Adam, InnerOptimizer, OptState
 from ..params import Params
+from . import native
 
 
 def supports(model: nn.Module, opt: InnerOptimizer | None = None) -> bool:
@@ -218,6 +221,20 @@ def _group_norm_stats(h: Tensor, groups: int, weight: Tensor, bias: Tensor, eps:
     return out.reshape(n, hh, ww, c).permute(0, 3, 1, 2)
 
 
+def resolve_kernels(kernels: str, net: FlatNet, dtype: torch.dtype, device: Any = "cpu") -> str:
+    """``native`` (one call per step, :mod:`.native`) or ``torch`` (PyTorch's kernels); ``auto`` picks
+    native wherever it can be built and implements the network, dtype and device."""
+    if kernels not in ("auto", "native", "torch"):
+        raise ValueError(f"kernels must be 'auto', 'native' or 'torch', got {kernels!r}")
+    if kernels == "torch":
+        return "torch"
+    ok = native.supports(net, dtype, device) and native.available()
+    if kernels == "native" and not ok:
+        why = native.unavailable_reason() or f"not implemented for this network in {dtype} on {device}"
+        raise RuntimeError(f"native kernels requested but unavailable: {why}; use kernels='torch'")
+    return "native" if ok else "torch"
+
+
 def _pad(h: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
     if top or left or not torch.is_grad_enabled():  # plain form where no gradient flows
         return F.pad(h, (left, right, top, bottom))
@@ -232,12 +249,14 @@ class TaskLoop:
     """
 
     def __init__(self, net: FlatNet, opt: InnerOptimizer, reduction: str = "sum", dtype: torch.dtype | None = None,
-                 device: Any = "cpu"):
+                 device: Any = "cpu", kernels: str = "auto"):
         if not supports(net.model, opt):
             raise TypeError(f"no fast sequential path for {opt!r}: Adam with beta1 = 0 or SGD")
         self.net, self.opt, self.reduction = net, opt, reduction
         self.adam = isinstance(opt, Adam)
         dtype = dtype or torch.get_default_dtype()
+        self.kernels = resolve_kernels(kernels, net, dtype, device)
+        self.native = native.NativeNet(net, dtype) if self.kernels == "native" else None
         self.p = torch.zeros(net.numel, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.p) if self.adam else None
         self.g = torch.zeros_like(self.p)
@@ -248,8 +267,17 @@ class TaskLoop:
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(self.net.logits(self.leaves, x), y, reduction=self.reduction)
 
+    def logits(self, x: Tensor, groups: int = 1) -> Tensor:
+        """The network's outputs at ``p`` for images x (B, C, H, W) (see :meth:`FlatNet.logits`)."""
+        if self.native is not None:
+            return self.native.logits(self.p, x, groups)
+        with torch.no_grad():
+            return self.net.logits([t.detach() for t in self.leaves], x, groups)
+
     def grad(self, x: Tensor, y: Tensor) -> Tensor:
         """The loss at ``p`` on (x, y), its gradient written to ``self.g``."""
+        if self.native is not None:
+            return self.native.grad(self.p, x, y, self.g, self.reduction == "mean")
         with torch.enable_grad():
             loss = self.loss(x, y)
             grads = torch.autograd.grad(loss, self.leaves)
@@ -270,6 +298,10 @@ class TaskLoop:
         ``out``, if given, receives the update itself (phi_{i+1} - phi_i) for the step weights.
         """
         g = self.g
+        if self.native is not None:
+            b2, eps = (self.opt.beta2, self.opt.eps) if self.adam else (0.0, 0.0)
+            self.native.update(self.p, self.v, g, lr_t, b2, eps, out)
+            return
         if self.adam:
             b2 = self.opt.beta2
             self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
@@ -296,7 +328,8 @@ class SequentialMetaStep:
     the paper's networks, or an optimiser this path lacks, runs the reference ``meta_step`` instead.
     """
 
-    def __init__(self):
+    def __init__(self, kernels: str = "auto"):
+        self.kernels = kernels   # 'auto' | 'native' | 'torch' (see :func:`resolve_kernels`)
         self._nets: dict[int, FlatNet] = {}
         self._loops: dict[tuple, TaskLoop] = {}
 
@@ -308,7 +341,7 @@ class SequentialMetaStep:
         key = (id(model), opt, reduction, ref.dtype, ref.device)
         if key not in self._loops:
             net = self._nets.setdefault(id(model), FlatNet(model))
-            self._loops[key] = TaskLoop(net, opt, reduction, ref.dtype, ref.device)
+            self._loops[key] = TaskLoop(net, opt, reduction, ref.dtype, ref.device, self.kernels)
         return self._loops[key]
 
     def __call__(self, loss_fn, phi: Params, opt: InnerOptimizer, state: OptState,
@@ -366,10 +399,11 @@ class SequentialMetaStep:
 class TaskEvaluator:
     """Adapt-and-predict for one task at a time (Section 7 protocol, released ``Reptile.evaluate``)."""
 
-    def __init__(self, model: nn.Module, opt: InnerOptimizer, phi: Params, state: OptState, reduction: str = "sum"):
+    def __init__(self, model: nn.Module, opt: InnerOptimizer, phi: Params, state: OptState, reduction: str = "sum",
+                 kernels: str = "auto"):
         self.net = FlatNet(model)
         ref = phi[self.net.names[0]]
-        self.loop = TaskLoop(self.net, opt, reduction, ref.dtype, ref.device)
+        self.loop = TaskLoop(self.net, opt, reduction, ref.dtype, ref.device, kernels)
         self.phi = self.net.to_flat(phi)
         self.v0 = self.net.to_flat(state["v"]) if self.loop.adam else None
         self.step0 = state["step"] if self.loop.adam else None
@@ -390,14 +424,13 @@ class TaskEvaluator:
 
     def predict(self, support_x: Tensor, query_x: Tensor) -> tuple[Tensor, Tensor]:
         """Predicted labels of the queries, (transductive, non-transductive), from the adapted weights."""
-        w = [t.detach() for t in self.loop.leaves]
-        net = self.net
-        trans = net.logits(w, net.images(query_x)).argmax(-1)    # all queries in one batch
+        net, loop = self.net, self.loop
+        trans = loop.logits(net.images(query_x)).argmax(-1)    # all queries in one batch
         # each query in a batch of the whole support set plus that query (last), all batches in one pass
         q, s = query_x.shape[0], support_x.shape[0]
         support = support_x.reshape(1, s, *support_x.shape[1:]).expand(q, *support_x.shape)
         both = torch.cat([support, query_x.reshape(q, 1, *query_x.shape[1:])], 1)     # (Q, S+1, ...)
-        nontrans = net.logits(w, net.images(both), groups=q).view(q, s + 1, -1)[:, -1].argmax(-1)
+        nontrans = loop.logits(net.images(both), groups=q).view(q, s + 1, -1)[:, -1].argmax(-1)
         return trans, nontrans
 
     def __call__(self, tasks) -> dict[str, Tensor]:
@@ -435,7 +468,7 @@ def supports_evaluation(model: nn.Module, loss_fn, opt: InnerOptimizer, device: 
 
 def sequential_evaluate(model: nn.Module, loss_fn, phi: Params, opt: InnerOptimizer, state: OptState, sampler,
                         shots: int, eval_batch: int, eval_iters: int, n_tasks: int, chunk: int = 100,
-                        replacement: bool = False, progress: bool = False) -> dict[str, Tensor]:
+                        replacement: bool = False, progress: bool = False, kernels: str = "auto") -> dict[str, Tensor]:
     """:func:`reptile_lib.evaluate.evaluate` one task at a time on flat buffers (Section 7 protocol).
 
     Draws exactly the reference's tasks (``sampler.eval_tasks`` chunk by chunk, same chunk sizes) and
@@ -447,4 +480,4 @@ def sequential_evaluate(model: nn.Module, loss_fn, phi: Params, opt: InnerOptimi
     from ..evaluate import evaluate
 
     return evaluate(model, loss_fn, phi, opt, state, sampler, shots, eval_batch, eval_iters, n_tasks, chunk,
-                    replacement, progress, score=TaskEvaluator(model, opt, phi, state, loss_fn.reduction))
+                    replacement, progress, score=TaskEvaluator(model, opt, phi, state, loss_fn.reduction, kernels))

@@ -1,0 +1,449 @@
+// The paper's two networks, forward and backward, in one call per inner step (CPU, float32 or float64).
+//
+// Why: on a CPU the inner step of these small networks (a few million multiply-adds per image) is
+// dominated by the fixed cost of some 60 framework calls, not by arithmetic. Here a step is one call:
+// the convolutions are im2col + one BLAS matrix product each (the BLAS torch itself links, passed in
+// at load time), in NHWC order so that a convolution row is the (kh, kw, in) kernel order the flat
+// parameter vector stores; BatchNorm (batch statistics, two passes, sums in double), ReLU, max-pool,
+// the dense layer and the summed or mean cross-entropy are plain loops.
+//
+// Layouts (see engine/sequential.py, FlatNet): activations NHWC; conv kernels (out, kh, kw, in);
+// the dense layer (ways, h, w, channels); gradients are written to a flat vector of the same layout.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+extern "C" {
+typedef void (*sgemm_fn)(const char*, const char*, const int*, const int*, const int*, const float*,
+                         const float*, const int*, const float*, const int*, const float*, float*, const int*);
+typedef void (*dgemm_fn)(const char*, const char*, const int*, const int*, const int*, const double*,
+                         const double*, const int*, const double*, const int*, const double*, double*, const int*);
+}
+
+static sgemm_fn g_sgemm = nullptr;
+static dgemm_fn g_dgemm = nullptr;
+
+// Column-major BLAS (Fortran interface); row-major products are written as their transposes.
+static inline void gemm(char ta, char tb, int m, int n, int k, float alpha, const float* a, int lda,
+                        const float* b, int ldb, float beta, float* c, int ldc) {
+  g_sgemm(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+static inline void gemm(char ta, char tb, int m, int n, int k, double alpha, const double* a, int lda,
+                        const double* b, int ldb, double beta, double* c, int ldc) {
+  g_dgemm(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+
+enum Kind { CONV = 0, NORM = 1, RELU = 2, POOL = 3 };
+static const int SPEC = 12;     // ints per layer in the description handed to rn_create
+static const int64_t BLOCK = 64;  // rows per partial sum of the BatchNorm statistics
+
+struct Layer {
+  int kind, cin, cout, k, stride, pt, pl, hin, win, hout, wout, off;  // off: weight offset (conv, norm)
+  double eps;
+  int64_t in_row() const { return (int64_t)hin * win * cin; }     // per image, input
+  int64_t out_row() const { return (int64_t)hout * wout * cout; }  // per image, output
+};
+
+template <typename T>
+struct Net {
+  std::vector<Layer> layers;
+  int ways = 0, feat = 0, dense_off = 0;
+  int batch = 0;
+  std::vector<std::vector<T>> acts;        // acts[i]: input of layer i; acts[L]: the features
+  std::vector<std::vector<T>> cols;        // im2col of each convolution
+  std::vector<std::vector<int32_t>> where;  // max-pool: index of the max, per output
+  std::vector<std::vector<double>> stats;  // BatchNorm: mean (C), then 1/sqrt(var + eps) (C)
+  std::vector<T> logits, dlogits, ga, gb, dcol;
+
+  void reserve(int B) {
+    if (B <= batch) return;
+    size_t L = layers.size();
+    acts.resize(L + 1); cols.resize(L); where.resize(L); stats.resize(L);
+    size_t widest = 0, widest_col = 0;
+    for (size_t i = 0; i < L; ++i) {
+      const Layer& l = layers[i];
+      acts[i].assign((size_t)B * l.in_row(), T(0));
+      widest = std::max(widest, (size_t)B * std::max(l.in_row(), l.out_row()));
+      if (l.kind == CONV) {
+        size_t c = (size_t)B * l.hout * l.wout * l.k * l.k * l.cin;
+        cols[i].assign(c, T(0));
+        widest_col = std::max(widest_col, c);
+      }
+      if (l.kind == POOL) where[i].assign((size_t)B * l.out_row(), 0);
+      if (l.kind == NORM) stats[i].assign(2 * (size_t)l.cin, 0.0);
+    }
+    acts[L].assign((size_t)B * feat, T(0));
+    logits.assign((size_t)B * ways, T(0));
+    dlogits.assign((size_t)B * ways, T(0));
+    ga.assign(std::max(widest, (size_t)B * feat), T(0));
+    gb.assign(ga.size(), T(0));
+    dcol.assign(widest_col, T(0));
+    batch = B;
+  }
+};
+
+// ------------------------------------------------------------------ layers, forward
+template <typename T>
+__attribute__((noinline)) static void conv_forward(const Layer& l, int B, const T* x, T* col, const T* w, const T* bias, T* y) {
+  const int K = l.k * l.k * l.cin;
+  const int M = B * l.hout * l.wout;
+  // a kernel row (kw = 0..k-1) reads k consecutive input pixels: k * cin contiguous values, zeros past an edge
+  const int span = l.k * l.cin;
+  T* row = col;
+  for (int n = 0; n < B; ++n) {
+    const T* img = x + (int64_t)n * l.in_row();
+    for (int oh = 0; oh < l.hout; ++oh)
+      for (int ow = 0; ow < l.wout; ++ow, row += K) {
+        const int iw0 = ow * l.stride - l.pl;
+        const int lo = std::max(0, -iw0) * l.cin, hi = std::min(l.k, l.win - iw0) * l.cin;
+        for (int kh = 0; kh < l.k; ++kh) {
+          T* dst = row + kh * span;
+          const int ih = oh * l.stride - l.pt + kh;
+          if (ih < 0 || ih >= l.hin) {
+            for (int j = 0; j < span; ++j) dst[j] = T(0);
+            continue;
+          }
+          const T* src = img + ((int64_t)ih * l.win + iw0) * l.cin;
+          for (int j = 0; j < lo; ++j) dst[j] = T(0);
+          for (int j = lo; j < hi; ++j) dst[j] = src[j];
+          for (int j = hi; j < span; ++j) dst[j] = T(0);
+        }
+      }
+  }
+  for (int m = 0; m < M; ++m) std::memcpy(y + (int64_t)m * l.cout, bias, sizeof(T) * l.cout);
+  // y (M x out) += col (M x K) @ w^T (K x out)
+  gemm('T', 'N', l.cout, M, K, T(1), w, K, col, K, T(1), y, l.cout);
+}
+
+// BatchNorm with the statistics of each of `groups` equal consecutive parts of the batch.
+template <typename T>
+__attribute__((noinline)) static void norm_forward(const Layer& l, int B, int groups, const T* x, const T* gamma, const T* beta, T* y,
+                         double* stats) {
+  const int C = l.cin;
+  const int64_t rows = (int64_t)B * l.hin * l.win / groups;
+  std::vector<double> mean(C), var(C);
+  for (int g = 0; g < groups; ++g) {
+    const T* xg = x + g * rows * C;
+    T* yg = y + g * rows * C;
+    std::fill(mean.begin(), mean.end(), 0.0);
+    std::fill(var.begin(), var.end(), 0.0);
+    // sums in blocks of T (vectorised over channels), the blocks' sums in double
+    std::vector<T> acc(C), mu(C), scale(C);
+    for (int64_t r0 = 0; r0 < rows; r0 += BLOCK) {
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t r = r0; r < std::min(rows, r0 + BLOCK); ++r)
+        for (int c = 0; c < C; ++c) acc[c] += xg[r * C + c];
+      for (int c = 0; c < C; ++c) mean[c] += acc[c];
+    }
+    for (int c = 0; c < C; ++c) {
+      mean[c] /= (double)rows;
+      mu[c] = (T)mean[c];
+    }
+    for (int64_t r0 = 0; r0 < rows; r0 += BLOCK) {
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t r = r0; r < std::min(rows, r0 + BLOCK); ++r)
+        for (int c = 0; c < C; ++c) {
+          const T d = xg[r * C + c] - mu[c];
+          acc[c] += d * d;
+        }
+      for (int c = 0; c < C; ++c) var[c] += acc[c];
+    }
+    for (int c = 0; c < C; ++c) {
+      const double invstd = 1.0 / std::sqrt(var[c] / (double)rows + l.eps);
+      if (groups == 1) { stats[c] = mean[c]; stats[C + c] = invstd; }
+      scale[c] = (T)(invstd * (double)gamma[c]);
+    }
+    // (x - mean) first: a batch whose mean is far from 0 keeps its precision
+    for (int64_t r = 0; r < rows; ++r)
+      for (int c = 0; c < C; ++c) yg[r * C + c] = (xg[r * C + c] - mu[c]) * scale[c] + beta[c];
+  }
+}
+
+template <typename T>
+__attribute__((noinline)) static void pool_forward(const Layer& l, int B, const T* x, T* y, int32_t* where) {
+  const int C = l.cin;
+  for (int n = 0; n < B; ++n)
+    for (int oh = 0; oh < l.hout; ++oh)
+      for (int ow = 0; ow < l.wout; ++ow) {
+        const int64_t o = (((int64_t)n * l.hout + oh) * l.wout + ow) * C;
+        T* yo = y + o;
+        int32_t* wo = where + o;
+        bool first = true;
+        // the first maximum in (row, column) scan order, as PyTorch's kernel picks it; NaN wins
+        for (int ih = 2 * oh; ih < std::min(2 * oh + 2, l.hin); ++ih)
+          for (int iw = 2 * ow; iw < std::min(2 * ow + 2, l.win); ++iw) {
+            const int32_t at = (int32_t)((((int64_t)n * l.hin + ih) * l.win + iw) * C);
+            const T* xi = x + at;
+            if (first) {
+              for (int c = 0; c < C; ++c) { yo[c] = xi[c]; wo[c] = at + c; }
+              first = false;
+              continue;
+            }
+            for (int c = 0; c < C; ++c) {
+              const T v = xi[c];
+              const bool take = v > yo[c] || v != v;
+              yo[c] = take ? v : yo[c];
+              wo[c] = take ? at + c : wo[c];
+            }
+          }
+      }
+}
+
+template <typename T>
+static void forward(Net<T>& net, const T* p, const T* x, int B, int groups) {
+  net.reserve(B);
+  std::memcpy(net.acts[0].data(), x, sizeof(T) * B * net.layers[0].in_row());
+  for (size_t i = 0; i < net.layers.size(); ++i) {
+    const Layer& l = net.layers[i];
+    const T* in = net.acts[i].data();
+    T* out = net.acts[i + 1].data();
+    const int64_t n = (int64_t)B * l.out_row();
+    switch (l.kind) {
+      case CONV:
+        conv_forward(l, B, in, net.cols[i].data(), p + l.off, p + l.off + (int64_t)l.cout * l.k * l.k * l.cin, out);
+        break;
+      case NORM:
+        norm_forward(l, B, groups, in, p + l.off, p + l.off + l.cin, out, net.stats[i].data());
+        break;
+      case RELU:
+        for (int64_t j = 0; j < n; ++j) out[j] = in[j] < T(0) ? T(0) : in[j];   // NaN stays NaN
+        break;
+      case POOL:
+        pool_forward(l, B, in, out, net.where[i].data());
+        break;
+    }
+  }
+  // logits (B x ways) = features (B x feat) @ dense^T + bias
+  const T* w = p + net.dense_off;
+  const T* bias = w + (int64_t)net.ways * net.feat;
+  for (int b = 0; b < B; ++b) std::memcpy(net.logits.data() + (int64_t)b * net.ways, bias, sizeof(T) * net.ways);
+  gemm('T', 'N', net.ways, B, net.feat, T(1), w, net.feat, net.acts.back().data(), net.feat, T(1),
+       net.logits.data(), net.ways);
+}
+
+// ------------------------------------------------------------------ layers, backward
+template <typename T>
+__attribute__((noinline)) static void conv_backward(const Layer& l, int B, const T* col, const T* w, const T* dy, T* dw, T* db, T* dcol,
+                          T* dx) {
+  const int K = l.k * l.k * l.cin;
+  const int M = B * l.hout * l.wout;
+  std::vector<double> sum(l.cout, 0.0);
+  for (int m = 0; m < M; ++m)
+    for (int o = 0; o < l.cout; ++o) sum[o] += dy[(int64_t)m * l.cout + o];
+  for (int o = 0; o < l.cout; ++o) db[o] = (T)sum[o];
+  // dw (out x K) = dy^T (out x M) @ col (M x K)
+  gemm('N', 'T', K, l.cout, M, T(1), col, K, dy, l.cout, T(0), dw, K);
+  if (dx == nullptr) return;
+  // dcol (M x K) = dy (M x out) @ w (out x K), then scattered back onto the input positions
+  gemm('N', 'N', K, M, l.cout, T(1), w, K, dy, l.cout, T(0), dcol, K);
+  std::memset(dx, 0, sizeof(T) * B * l.in_row());
+  const int span = l.k * l.cin;
+  const T* row = dcol;
+  for (int n = 0; n < B; ++n) {
+    T* img = dx + (int64_t)n * l.in_row();
+    for (int oh = 0; oh < l.hout; ++oh)
+      for (int ow = 0; ow < l.wout; ++ow, row += K) {
+        const int iw0 = ow * l.stride - l.pl;
+        const int lo = std::max(0, -iw0) * l.cin, hi = std::min(l.k, l.win - iw0) * l.cin;
+        for (int kh = 0; kh < l.k; ++kh) {
+          const int ih = oh * l.stride - l.pt + kh;
+          if (ih < 0 || ih >= l.hin) continue;
+          T* dst = img + ((int64_t)ih * l.win + iw0) * l.cin;
+          const T* src = row + kh * span;
+          for (int j = lo; j < hi; ++j) dst[j] += src[j];
+        }
+      }
+  }
+}
+
+template <typename T>
+__attribute__((noinline)) static void norm_backward(const Layer& l, int B, const T* x, const T* gamma, const double* stats, const T* dy,
+                          T* dgamma, T* dbeta, T* dx) {
+  const int C = l.cin;
+  const int64_t rows = (int64_t)B * l.hin * l.win;
+  std::vector<double> sdy(C, 0.0), sdyx(C, 0.0);
+  const double* mean = stats;
+  const double* invstd = stats + C;
+  std::vector<T> mu(C), acc1(C), acc2(C);
+  for (int c = 0; c < C; ++c) mu[c] = (T)mean[c];
+  for (int64_t r0 = 0; r0 < rows; r0 += BLOCK) {   // block sums in T, as in norm_forward
+    std::fill(acc1.begin(), acc1.end(), T(0));
+    std::fill(acc2.begin(), acc2.end(), T(0));
+    for (int64_t r = r0; r < std::min(rows, r0 + BLOCK); ++r)
+      for (int c = 0; c < C; ++c) {
+        const T g = dy[r * C + c];
+        acc1[c] += g;
+        acc2[c] += g * (x[r * C + c] - mu[c]);
+      }
+    for (int c = 0; c < C; ++c) { sdy[c] += acc1[c]; sdyx[c] += acc2[c]; }
+  }
+  for (int c = 0; c < C; ++c) sdyx[c] *= invstd[c];   // sum of dy * xhat
+  std::vector<T> a(C), k(C), b(C);
+  for (int c = 0; c < C; ++c) {
+    dgamma[c] = (T)sdyx[c];
+    dbeta[c] = (T)sdy[c];
+    // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * invstd
+    const double s = (double)gamma[c] * invstd[c];
+    a[c] = (T)s;
+    k[c] = (T)(-s * sdyx[c] / rows * invstd[c]);
+    b[c] = (T)(-s * sdy[c] / rows);
+  }
+  if (dx == nullptr) return;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int c = 0; c < C; ++c) dx[r * C + c] = a[c] * dy[r * C + c] + k[c] * (x[r * C + c] - mu[c]) + b[c];
+}
+
+template <typename T>
+static double backward(Net<T>& net, const T* p, const int64_t* y, int B, bool mean_loss, T* g) {
+  // cross-entropy, summed (the released code) or averaged over the batch; d/dlogits = softmax - onehot
+  double loss = 0.0;
+  const double scale = mean_loss ? 1.0 / B : 1.0;
+  for (int b = 0; b < B; ++b) {
+    const T* z = net.logits.data() + (int64_t)b * net.ways;
+    T* dz = net.dlogits.data() + (int64_t)b * net.ways;
+    double top = z[0];
+    for (int j = 1; j < net.ways; ++j) top = std::max(top, (double)z[j]);
+    double sum = 0.0;
+    for (int j = 0; j < net.ways; ++j) sum += std::exp((double)z[j] - top);
+    const double lse = top + std::log(sum);
+    loss += lse - (double)z[y[b]];
+    for (int j = 0; j < net.ways; ++j)
+      dz[j] = (T)((std::exp((double)z[j] - lse) - (j == y[b] ? 1.0 : 0.0)) * scale);
+  }
+  // dense: dW = dz^T @ features, db = sum dz, dfeatures = dz @ W
+  const T* w = p + net.dense_off;
+  T* gw = g + net.dense_off;
+  T* gbias = gw + (int64_t)net.ways * net.feat;
+  const T* feats = net.acts.back().data();
+  gemm('N', 'T', net.feat, net.ways, B, T(1), feats, net.feat, net.dlogits.data(), net.ways, T(0), gw, net.feat);
+  for (int j = 0; j < net.ways; ++j) {
+    double s = 0.0;
+    for (int b = 0; b < B; ++b) s += net.dlogits[(int64_t)b * net.ways + j];
+    gbias[j] = (T)s;
+  }
+  T* d = net.ga.data();
+  T* d_next = net.gb.data();
+  gemm('N', 'N', net.feat, B, net.ways, T(1), w, net.feat, net.dlogits.data(), net.ways, T(0), d, net.feat);
+  for (size_t i = net.layers.size(); i-- > 0;) {
+    const Layer& l = net.layers[i];
+    const int64_t n_in = (int64_t)B * l.in_row();
+    const bool first = (i == 0);
+    switch (l.kind) {
+      case CONV: {
+        const int64_t wn = (int64_t)l.cout * l.k * l.k * l.cin;
+        conv_backward(l, B, net.cols[i].data(), p + l.off, d, g + l.off, g + l.off + wn, net.dcol.data(),
+                      first ? nullptr : d_next);
+        break;
+      }
+      case NORM:
+        norm_backward(l, B, net.acts[i].data(), p + l.off, net.stats[i].data(), d, g + l.off, g + l.off + l.cin,
+                      first ? nullptr : d_next);
+        break;
+      case RELU: {
+        const T* out = net.acts[i + 1].data();
+        for (int64_t j = 0; j < n_in; ++j) d_next[j] = out[j] > T(0) ? d[j] : T(0);
+        break;
+      }
+      case POOL: {
+        std::memset(d_next, 0, sizeof(T) * n_in);
+        const int32_t* where = net.where[i].data();
+        const int64_t n_out = (int64_t)B * l.out_row();
+        for (int64_t j = 0; j < n_out; ++j) d_next[where[j]] += d[j];
+        break;
+      }
+    }
+    std::swap(d, d_next);
+  }
+  return loss * scale;
+}
+
+template <typename T>
+static void update(T* p, T* v, const T* g, int64_t n, T lr_t, T b2, T eps, T* upd) {
+  if (v != nullptr) {
+    const T a = T(1) - b2;
+    for (int64_t j = 0; j < n; ++j) {
+      v[j] = b2 * v[j] + a * g[j] * g[j];
+      const T step = -(lr_t * g[j] / (std::sqrt(v[j]) + eps));
+      if (upd != nullptr) upd[j] = step;
+      p[j] += step;
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      const T step = -(lr_t * g[j]);
+      if (upd != nullptr) upd[j] = step;
+      p[j] += step;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ the C interface (ctypes)
+struct Handle {
+  int dtype;  // 0 float32, 1 float64
+  Net<float> f;
+  Net<double> d;
+};
+
+template <typename T>
+static void setup(Net<T>& net, int n_layers, const int* spec, const double* eps, int ways, int feat, int dense_off) {
+  for (int i = 0; i < n_layers; ++i) {
+    const int* s = spec + i * SPEC;
+    Layer l{s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11], eps[i]};
+    net.layers.push_back(l);
+  }
+  net.ways = ways;
+  net.feat = feat;
+  net.dense_off = dense_off;
+}
+
+extern "C" {
+
+int rn_set_blas(void* sgemm, void* dgemm) {
+  g_sgemm = (sgemm_fn)sgemm;
+  g_dgemm = (dgemm_fn)dgemm;
+  return SPEC;
+}
+
+void* rn_create(int dtype, int n_layers, const int* spec, const double* eps, int ways, int feat, int dense_off) {
+  Handle* h = new Handle();
+  h->dtype = dtype;
+  if (dtype == 0) setup(h->f, n_layers, spec, eps, ways, feat, dense_off);
+  else setup(h->d, n_layers, spec, eps, ways, feat, dense_off);
+  return h;
+}
+
+void rn_free(void* h) { delete (Handle*)h; }
+
+// The loss of one batch at parameters p and its gradient, written to g. x: (B, H, W, C); y: (B,) labels.
+double rn_grad(void* hp, const void* p, const void* x, const int64_t* y, int B, int mean_loss, void* g) {
+  Handle* h = (Handle*)hp;
+  if (h->dtype == 0) {
+    forward(h->f, (const float*)p, (const float*)x, B, 1);
+    return backward(h->f, (const float*)p, y, B, mean_loss != 0, (float*)g);
+  }
+  forward(h->d, (const double*)p, (const double*)x, B, 1);
+  return backward(h->d, (const double*)p, y, B, mean_loss != 0, (double*)g);
+}
+
+// Logits (B, ways) with BatchNorm statistics per group of B / groups consecutive images.
+void rn_logits(void* hp, const void* p, const void* x, int B, int groups, void* out) {
+  Handle* h = (Handle*)hp;
+  if (h->dtype == 0) {
+    forward(h->f, (const float*)p, (const float*)x, B, groups);
+    std::memcpy(out, h->f.logits.data(), sizeof(float) * B * h->f.ways);
+  } else {
+    forward(h->d, (const double*)p, (const double*)x, B, groups);
+    std::memcpy(out, h->d.logits.data(), sizeof(double) * B * h->d.ways);
+  }
+}
+
+// One optimiser step in place, in one pass: Adam with beta1 = 0 (v given) or SGD (v null):
+// v <- b2 v + (1 - b2) g^2;  p <- p - lr_t g / (sqrt(v) + eps)   (SGD: p <- p - lr_t g).
+// upd, if not null, receives the step itself (p_new - p_old), for the step weights.
+void rn_update(int dtype, int64_t n, void* p, void* v, const void* g, double lr_t, double b2, double eps, void* upd) {
+  if (dtype == 0) update((float*)p, (float*)v, (const float*)g, n, (float)lr_t, (float)b2, (float)eps, (float*)upd);
+  else update((double*)p, (double*)v, (const double*)g, n, lr_t, b2, eps, (double*)upd);
+}
+
+}  // extern "C"
