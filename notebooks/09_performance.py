@@ -93,9 +93,12 @@ for path in bench_files:
                 f"Evaluation of 10,000 tasks (`{e['config']}`: {e['ways']}-way {e['shots']}-shot, {e['eval_iters']} "
                 f"steps of {e['eval_batch']} images, both protocols "
                 f"from one adaptation), seconds: library {e.get('reference_s_per_10000', '—')}, engine "
-                f"{e.get('engine_s_per_10000', '—')}, sequential (one task at a time) "
-                f"{e.get('sequential_s_per_10000', '—')}" + (f" (extrapolated from {e['tasks_timed']} tasks)"
-                                                             if e.get("extrapolated") else "") + "."))
+                f"{e.get('engine_s_per_10000', '—')}, sequential (one task at a time"
+                + (", one C++ call per step" if e.get("sequential_kernels") == "native" else "") + ") "
+                f"{e.get('sequential_s_per_10000', '—')}"
+                + (f", sequential on PyTorch's kernels {e['sequential_torch_s_per_10000']}"
+                   if "sequential_torch_s_per_10000" in e else "")
+                + (f" (extrapolated from {e['tasks_timed']} tasks)" if e.get("extrapolated") else "") + "."))
     if "engine_sequential" in json.dumps(doc):
         display(Markdown("What each paper-scale run costs at the speed of this file (so at its recorded load): "
                          "training on `engine_sequential` (what the CPU queue trains with), evaluation at the "
@@ -107,34 +110,52 @@ if not bench_files:
 
 # %% [markdown]
 # `engine_sequential` is the released Adam order (each task starts from the Adam state the previous
-# task left) on flat buffers, one task at a time, with `channels_last` activations: on a CPU the
-# convolutions are the work, and batching tasks buys little, while the memory layout buys a lot.
-# `reference_sequential` is the library's own computation of the same order
-# (`meta_step(batched=False, adam_carry="sequential")`), which the fast path equals to float rounding
-# (checked in float64 by `tests/test_sequential.py`; in float32 it is as close to the float64
-# result as the reference is). The paper-scale queue trains the released order with it on a CPU,
-# and Figure 3's plain-SGD runs too (with SGD no state passes between tasks, so every order is the
-# same computation). The queue also scores every evaluation task with the same flat network, one
-# task at a time (`sequential` above; `engine.sequential.task_scorer`): the reference `evaluate`
-# runs 100 tasks per operation under `vmap`, which turns every convolution into a grouped one and
-# every non-transductive prediction into a batch of batches; on a CPU that costs more than it saves,
-# most where the steps hold many images (CIFAR-FS, Figure 3).
+# task left) on flat buffers, one task at a time. Where a C++ compiler is at hand (the file records
+# `kernels`), each inner step is one call into `reptile_lib/engine/native.cpp`: the forward pass, the
+# summed cross-entropy, the whole gradient and the Adam step, its convolutions as im2col plus one
+# matrix product of the BLAS PyTorch itself links; elsewhere it runs PyTorch's kernels, some 60 calls
+# per inner step (`engine_sequential_torch`, timed beside it). `reference_sequential` is the library's
+# own computation of the same order (`meta_step(batched=False, adam_carry="sequential")`), which both
+# equal to float rounding (checked in float64 by `tests/test_sequential.py` and
+# `tests/test_native.py`). The paper-scale queue trains the released order with it on a CPU, and
+# Figure 3's plain-SGD runs too (with SGD no state passes between tasks, so every order is the same
+# computation). The queue also scores every evaluation task with the same flat network, one task at a
+# time (`sequential` above; `engine.sequential.task_scorer`): the reference `evaluate` runs 100 tasks
+# per operation under `vmap`, which turns every convolution into a grouped one and every
+# non-transductive prediction into a batch of batches; on a CPU that costs more than it saves.
 #
 # ## Where the time goes on a CPU
 #
 # A meta-iteration of the Omniglot 5-way config is 25 forward and backward passes of 10 images
 # through four small convolutions and a dense layer: 3.93 GFLOP of convolutions and matrix products
-# (counted by `torch.utils.flop_counter`; the tables' GFLOP/s divide that count by the time).
-# A large float32 matrix product on the same thread runs several times faster than any path here
-# (the figure beside each file), so the arithmetic itself is not the limit: the convolutions are
-# small (outputs of 2x2 to 14x14, batches of 5 to 25) and every call to a convolution, a
-# normalisation, an activation or the optimiser pays a fixed cost comparable to its arithmetic.
-# Tried on this path and not adopted, because on this CPU they were no faster for these shapes or
-# would change what is computed: compiling the inner step with `torch.compile`, the convolutions as
-# explicit im2col matrix products, PyTorch's own (non-oneDNN) convolution kernels, and bfloat16
-# autocast. Two threads for one run gain little over one (compare the 1- and 2-thread files), so
+# (counted by `torch.utils.flop_counter`; the tables' GFLOP/s divide that count by the time). On
+# PyTorch's kernels every call to a convolution, a normalisation, an activation or the optimiser pays
+# a fixed cost comparable to its arithmetic; one call per inner step removes that cost, and what is
+# left is mostly the matrix products themselves and the passes over memory around them (im2col,
+# BatchNorm). The table below puts each
+# config's arithmetic next to the machine's float32 matrix-product rate (a large product, the figure
+# beside each file): even at that rate, which these small products do not reach, a meta-iteration
+# could not be much faster than the floor shown. Tried and not adopted, because on this CPU they were
+# no faster for these shapes or would change what is computed: compiling the inner step with
+# `torch.compile`, PyTorch's own (non-oneDNN) convolution kernels, and bfloat16 autocast. Two threads
+# for one run gain less than a second run on the other core (compare the 1- and 2-thread files), so
 # the queue runs two single-thread workers, one unit on each core.
-#
+
+# %% tags=["remove-input"]
+floor_rows = []
+for path in bench_files:
+    doc = json.loads(path.read_text())
+    rate = doc["settings"].get("matmul_gflops")
+    for name, e in doc["configs"].items():
+        ms = e.get("paths", {}).get("engine_sequential", {}).get("ms_per_iter")
+        if rate and ms and e.get("gflop_per_iter"):
+            floor_rows.append({"File": path.name, "Config": name, "GFLOP / meta-iteration": f"{e['gflop_per_iter']:.2f}",
+                               "Floor at the matrix-product rate, ms": f"{1e3 * e['gflop_per_iter'] / rate:.0f}",
+                               "engine_sequential, ms": f"{ms:.0f}"})
+if floor_rows:
+    display(report.html_table(floor_rows))
+
+# %% [markdown]
 # On a CPU the batched paths differ little: the work is in the convolutions, not in launching operations.
 # The engine's point is the GPU, where a meta-iteration of these small networks is hundreds of tiny
 # kernels and launch overhead dominates; its CUDA-graph path has no recorded timing in this book yet
@@ -159,16 +180,20 @@ display(Markdown(f"*Measured on {results.device_name(device)}, torch {torch.__ve
 # ## What to take away
 
 # %% tags=["remove-input"]
-five = [r["ms / iteration"] for r in seg_rows if r["unit"].startswith("omniglot_5way-") and r["ms / iteration"]
-        and r["path"].startswith("SequentialMetaStep")]
+fast_rows = [r for r in seg_rows if r["unit"].startswith("omniglot_5way-") and r["ms / iteration"]
+             and r["path"].startswith("SequentialMetaStep")]
+native_rows = [r for r in fast_rows if "native kernels" in r["path"]]
+five = [r["ms / iteration"] for r in (native_rows or fast_rows)]
 typical = sorted(five)[len(five) // 2] if five else None
-speed = (f"took {typical:.0f} milliseconds per meta-iteration on one core of the queue's machine (the median of "
-         f"its segments, above; {min(five):.0f} to {max(five):.0f} depending on what else ran), so a 100,000-iteration "
-         f"run takes about {typical / 36:.0f} hours of training" if five else
+kernels = "one C++ call per inner step" if native_rows else "PyTorch's kernels"
+speed = (f"took {typical:.0f} milliseconds per meta-iteration with {kernels} on one core of the queue's machine "
+         f"(the median of those segments, above; {min(five):.0f} to {max(five):.0f} depending on what else ran), so a "
+         f"100,000-iteration run takes about {typical / 36:.1f} hours of training" if five else
          "has no recorded queue segment yet; the benchmark files above give its expected speed")
 display(Markdown(
     f"- A paper-scale Omniglot 5-way meta-iteration on the released order's fast path {speed}.\n"
-    "- On these small convolutions a CPU is limited by the cost of each call, not by arithmetic: two single-thread "
-    "runs side by side use a 2-core machine better than one run on two threads.\n"
+    "- On these small convolutions, PyTorch's per-call cost was the limit; with one call per inner step the "
+    "matrix products and the passes over memory around them are, and two single-thread runs side by side still "
+    "use a 2-core machine better than one run on two threads.\n"
     "- The faster paths change how the computation is laid out, never what it computes: the tests check them "
     "against the library's reference path."))

@@ -266,14 +266,20 @@ def last_batch_overlap(inner_iters: int, inner_batch: int = 10, train_shots: int
 
 BENCH_PATHS = {"serial": "one task at a time (nn.Module + torch.optim)",
                "reference_batched": "library: vmap over tasks",
+               "reference_sequential": "library: released order",
+               "engine_sequential": "released order, flat buffers",
+               "engine_sequential_torch": "released order, flat buffers, PyTorch kernels",
                "engine_eager": "engine, eager", "engine_graph": "engine, one CUDA graph",
                "engine_graph_fused_adam": "engine, CUDA graph + fused Adam"}
 
 
-def bench_path_label(path: str) -> str:
-    """A ``benchmarks/bench.py`` path name in words (``runs3``: three runs batched)."""
+def bench_path_label(path: str, kernels: str | None = None) -> str:
+    """A ``benchmarks/bench.py`` path name in words (``runs3``: three runs batched); ``kernels``, where the
+    file records it, says whether the released-order path ran one C++ call per inner step."""
     if path.startswith("runs") and path[4:].isdigit():
         return f"engine, {path[4:]} runs batched"
+    if path == "engine_sequential" and kernels:
+        return BENCH_PATHS[path] + (", one C++ call per step" if kernels == "native" else ", PyTorch kernels")
     return BENCH_PATHS.get(path, path)
 
 
@@ -292,7 +298,7 @@ def benchmark_rows(doc: dict) -> list[dict]:
     rows = []
     for name, entry in doc.get("configs", {}).items():
         for path, p in entry.get("paths", {}).items():
-            row = {"Config": name, "Path": bench_path_label(path)}
+            row = {"Config": name, "Path": bench_path_label(path, p.get("kernels"))}
             if "ms_per_iter" not in p:
                 rows.append({**row, "ms / meta-iteration": "failed: " + str(p.get("error", "?"))[:80],
                              "ms / run": "—", "× serial": "—", "Operations / iteration": "—",
