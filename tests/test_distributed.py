@@ -225,13 +225,16 @@ def _queue_worker(rank: int, port: int, root: Path, kill_rank: int | None) -> No
     reproduce.CHECKPOINT_SECONDS = 0.0   # checkpoint every iteration: a kill loses nothing
     if rank == kill_rank:
         calls = [0]
+        real_train_step = reproduce.train_step
 
         def train_step(config, device):
+            real = real_train_step(config, device) or meta_step   # the step the serial run used
+
             def step(*args, **kwargs):
                 calls[0] += 1
                 if calls[0] == 3:   # in the middle of this rank's first unit (4 iterations)
                     os.kill(os.getpid(), signal.SIGKILL)
-                return meta_step(*args, **kwargs)
+                return real(*args, **kwargs)
             return step
 
         reproduce.train_step = train_step

@@ -319,11 +319,14 @@ class TaskLoop:
 
 
 class SequentialMetaStep:
-    """``meta_step`` for ``batched=False, adam_carry='sequential'`` (the released order), fast on a CPU.
+    """``meta_step`` one task at a time on flat buffers, fast on a CPU.
 
-    Call it like :func:`reptile_lib.algorithms.meta_step` (it is ``train.meta_train``'s ``step_fn``); with
-    plain SGD (Figure 3) it also computes the batched path, since no optimiser state is carried between tasks;
-    returns a ``MetaStepResult`` whose ``params`` and ``state`` are the library's usual dicts, so
+    Call it like :func:`reptile_lib.algorithms.meta_step` (it is ``train.meta_train``'s ``step_fn``).
+    With ``adam_carry='sequential'`` (the released order) each task starts from the Adam state the
+    previous task left; with ``adam_carry='mean'`` (the batched path's carry, ``batched=True`` or not)
+    every task starts from the same state and the next meta-iteration gets the tasks' states averaged;
+    with plain SGD (Figure 3) no state passes between tasks, so every order is the same computation.
+    Returns a ``MetaStepResult`` whose ``params`` and ``state`` are the library's usual dicts, so
     checkpoints are those of the reference path. A loss that is not ``inner.CrossEntropy`` over one of
     the paper's networks, or an optimiser this path lacks, runs the reference ``meta_step`` instead.
     """
@@ -349,49 +352,58 @@ class SequentialMetaStep:
                  batched: bool = False, adam_carry: str = "sequential"):
         from ..algorithms import MetaStepResult, is_reptile, meta_step
 
-        # with plain SGD there is no optimiser state to carry, so every order computes the same update
-        if (batched or adam_carry != "sequential") and not isinstance(opt, SGD):
-            raise ValueError("the fast sequential step runs batched=False, adam_carry='sequential' (the released "
-                             "order); use algorithms.meta_step for the batched path")
+        if adam_carry not in ("sequential", "mean"):
+            raise ValueError(f"adam_carry must be 'sequential' or 'mean', got {adam_carry!r}")
+        if batched and adam_carry == "sequential":
+            raise ValueError("adam_carry='sequential' runs tasks one after another: use batched=False")
         if len(weights) != len(batches):
             raise ValueError(f"{len(weights)} step weights for {len(batches)} inner steps")
         net_first = next(iter(phi.values()))
         loop = self.loop_for(loss_fn, opt, net_first)
         if loop is None:
-            return meta_step(loss_fn, phi, opt, state, batches, eps, weights, batched=False, adam_carry="sequential")
+            return meta_step(loss_fn, phi, opt, state, batches, eps, weights, batched=batched, adam_carry=adam_carry)
         net = loop.net
         phi_flat = net.to_flat(phi)
         reptile = is_reptile(weights)
+        carry = loop.adam and adam_carry == "sequential"   # else every task starts from the same state
         n_tasks, k = batches[0][0].shape[0], len(batches)
         with torch.no_grad():
             step = None
             if loop.adam:
-                loop.v.copy_(net.to_flat(state["v"]))
+                v0 = net.to_flat(state["v"])
+                loop.v.copy_(v0)
                 step = state["step"]
-            lrs = loop.step_sizes(step, n_tasks * k)
+                v_sum = None if carry else torch.zeros_like(v0)
+            lrs = loop.step_sizes(step, n_tasks * k if carry else k)
             total = torch.zeros_like(phi_flat)
             upd = None if reptile else torch.empty_like(phi_flat)
             xs = [net.images(x.to(phi_flat.dtype)) for x, _ in batches]   # (T*B, C, H, W) per step
             losses = []
             for t in range(n_tasks):
-                loop.p.copy_(phi_flat)    # every task starts from phi, Adam's state from the previous task
+                loop.p.copy_(phi_flat)    # every task starts from phi
+                if loop.adam and not carry:
+                    loop.v.copy_(v0)      # ... and, carrying the mean, from the same Adam state
                 for i, (x, y) in enumerate(batches):
                     b = x.shape[1]
+                    lr = lrs[t * k + i] if carry else lrs[i]
                     losses.append(loop.grad(xs[i][t * b:(t + 1) * b], y[t]))
                     if reptile or not weights[i]:
-                        loop.update(lrs[t * k + i])
+                        loop.update(lr)
                     else:
-                        loop.update(lrs[t * k + i], upd)
+                        loop.update(lr, upd)
                         total.add_(upd, alpha=weights[i])
                 if reptile:
                     total.add_(loop.p)
+                if loop.adam and not carry:
+                    v_sum.add_(loop.v)
             if reptile:  # phi + eps * (mean adapted - phi)
                 new_flat = phi_flat + eps * (total / n_tasks - phi_flat)
             else:        # phi + eps * mean_tau sum_i w_i (phi_{i+1} - phi_i)
                 new_flat = phi_flat + (total / n_tasks) * eps
             new_state: OptState = dict(state)
             if loop.adam:
-                new_state = {"step": step + n_tasks * k, "v": net.to_params(loop.v)}
+                v_new = loop.v if carry else v_sum / n_tasks
+                new_state = {"step": step + (n_tasks * k if carry else k), "v": net.to_params(v_new)}
             return MetaStepResult(net.to_params(new_flat), new_state, torch.stack(losses).view(n_tasks, k))
 
 
