@@ -55,7 +55,7 @@ struct Net {
   std::vector<std::vector<T>> cols;        // im2col of each convolution
   std::vector<std::vector<int32_t>> where;  // max-pool: index of the max, per output
   std::vector<std::vector<double>> stats;  // BatchNorm: mean (C), then 1/sqrt(var + eps) (C)
-  std::vector<T> logits, dlogits, ga, gb, dcol;
+  std::vector<T> logits, dlogits, ga, gb, dcol, mu, scale;
 
   void reserve(int B) {
     if (B <= batch) return;
@@ -117,20 +117,22 @@ __attribute__((noinline)) static void conv_forward(const Layer& l, int B, const 
   gemm('T', 'N', l.cout, M, K, T(1), w, K, col, K, T(1), y, l.cout);
 }
 
-// BatchNorm with the statistics of each of `groups` equal consecutive parts of the batch.
+// BatchNorm statistics of each of `groups` equal consecutive parts of the batch: mu and scale = gamma /
+// sqrt(var + eps) per group and channel (T); with one group also the mean and 1/sqrt(var + eps) in double
+// (`stats`), which the backward pass reads.
 template <typename T>
-__attribute__((noinline)) static void norm_forward(const Layer& l, int B, int groups, const T* x, const T* gamma, const T* beta, T* y,
-                         double* stats) {
+__attribute__((noinline)) static void norm_stats(const Layer& l, int B, int groups, const T* x, const T* gamma,
+                                                 double* stats, T* mu, T* scale) {
   const int C = l.cin;
   const int64_t rows = (int64_t)B * l.hin * l.win / groups;
   std::vector<double> mean(C), var(C);
+  std::vector<T> acc(C);
   for (int g = 0; g < groups; ++g) {
     const T* xg = x + g * rows * C;
-    T* yg = y + g * rows * C;
+    T* m = mu + (int64_t)g * C;
     std::fill(mean.begin(), mean.end(), 0.0);
     std::fill(var.begin(), var.end(), 0.0);
     // sums in blocks of T (vectorised over channels), the blocks' sums in double
-    std::vector<T> acc(C), mu(C), scale(C);
     for (int64_t r0 = 0; r0 < rows; r0 += BLOCK) {
       std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t r = r0; r < std::min(rows, r0 + BLOCK); ++r)
@@ -139,13 +141,13 @@ __attribute__((noinline)) static void norm_forward(const Layer& l, int B, int gr
     }
     for (int c = 0; c < C; ++c) {
       mean[c] /= (double)rows;
-      mu[c] = (T)mean[c];
+      m[c] = (T)mean[c];
     }
     for (int64_t r0 = 0; r0 < rows; r0 += BLOCK) {
       std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t r = r0; r < std::min(rows, r0 + BLOCK); ++r)
         for (int c = 0; c < C; ++c) {
-          const T d = xg[r * C + c] - mu[c];
+          const T d = xg[r * C + c] - m[c];
           acc[c] += d * d;
         }
       for (int c = 0; c < C; ++c) var[c] += acc[c];
@@ -153,11 +155,72 @@ __attribute__((noinline)) static void norm_forward(const Layer& l, int B, int gr
     for (int c = 0; c < C; ++c) {
       const double invstd = 1.0 / std::sqrt(var[c] / (double)rows + l.eps);
       if (groups == 1) { stats[c] = mean[c]; stats[C + c] = invstd; }
-      scale[c] = (T)(invstd * (double)gamma[c]);
+      scale[(int64_t)g * C + c] = (T)(invstd * (double)gamma[c]);
     }
-    // (x - mean) first: a batch whose mean is far from 0 keeps its precision
-    for (int64_t r = 0; r < rows; ++r)
-      for (int c = 0; c < C; ++c) yg[r * C + c] = (xg[r * C + c] - mu[c]) * scale[c] + beta[c];
+  }
+}
+
+// y = (x - mean) * scale + beta ((x - mean) first: a batch whose mean is far from 0 keeps its precision),
+// then ReLU if `relu` (BatchNorm -> ReLU, the Omniglot network's order, in one pass).
+template <typename T>
+__attribute__((noinline)) static void norm_apply(const Layer& l, int B, int groups, const T* x, const T* mu,
+                                                 const T* scale, const T* beta, bool relu, T* y) {
+  const int C = l.cin;
+  const int64_t rows = (int64_t)B * l.hin * l.win / groups;
+  for (int g = 0; g < groups; ++g) {
+    const T* m = mu + (int64_t)g * C;
+    const T* s = scale + (int64_t)g * C;
+    const T* xg = x + g * rows * C;
+    T* yg = y + g * rows * C;
+    if (relu) {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int c = 0; c < C; ++c) {
+          const T v = (xg[r * C + c] - m[c]) * s[c] + beta[c];
+          yg[r * C + c] = v < T(0) ? T(0) : v;   // NaN stays NaN
+        }
+    } else {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int c = 0; c < C; ++c) yg[r * C + c] = (xg[r * C + c] - m[c]) * s[c] + beta[c];
+    }
+  }
+}
+
+// BatchNorm -> max-pool 2x2 -> ReLU (the Mini-ImageNet network's order) in one pass: the normalised map
+// is never stored; `where` receives, per pooled output, the index of its maximum in the (normalised) map.
+template <typename T>
+__attribute__((noinline)) static void norm_pool_relu_forward(const Layer& l, const Layer& pl, int B, int groups,
+                                                             const T* x, const T* mu, const T* scale,
+                                                             const T* beta, T* y, int32_t* where) {
+  const int C = l.cin;
+  const int per = B / groups;
+  for (int n = 0; n < B; ++n) {
+    const T* m = mu + (int64_t)(n / per) * C;
+    const T* s = scale + (int64_t)(n / per) * C;
+    for (int oh = 0; oh < pl.hout; ++oh)
+      for (int ow = 0; ow < pl.wout; ++ow) {
+        const int64_t o = (((int64_t)n * pl.hout + oh) * pl.wout + ow) * C;
+        T* yo = y + o;
+        int32_t* wo = where + o;
+        bool first = true;
+        // the first maximum in (row, column) scan order, as PyTorch's kernel picks it; NaN wins
+        for (int ih = 2 * oh; ih < std::min(2 * oh + 2, pl.hin); ++ih)
+          for (int iw = 2 * ow; iw < std::min(2 * ow + 2, pl.win); ++iw) {
+            const int32_t at = (int32_t)((((int64_t)n * pl.hin + ih) * pl.win + iw) * C);
+            const T* xi = x + at;
+            if (first) {
+              for (int c = 0; c < C; ++c) { yo[c] = (xi[c] - m[c]) * s[c] + beta[c]; wo[c] = at + c; }
+              first = false;
+              continue;
+            }
+            for (int c = 0; c < C; ++c) {
+              const T v = (xi[c] - m[c]) * s[c] + beta[c];
+              const bool take = v > yo[c] || v != v;
+              yo[c] = take ? v : yo[c];
+              wo[c] = take ? at + c : wo[c];
+            }
+          }
+        for (int c = 0; c < C; ++c) yo[c] = yo[c] < T(0) ? T(0) : yo[c];
+      }
   }
 }
 
@@ -191,21 +254,42 @@ __attribute__((noinline)) static void pool_forward(const Layer& l, int B, const 
       }
 }
 
+// How many layers from a BatchNorm at i run as one pass: 2 for BatchNorm -> ReLU, 3 for BatchNorm ->
+// max-pool -> ReLU, else 1. The maps in between are never stored.
+static int fused(const std::vector<Layer>& layers, size_t i) {
+  if (i + 1 < layers.size() && layers[i + 1].kind == RELU) return 2;
+  if (i + 2 < layers.size() && layers[i + 1].kind == POOL && layers[i + 2].kind == RELU) return 3;
+  return 1;
+}
+
 template <typename T>
 static void forward(Net<T>& net, const T* p, const T* x, int B, int groups) {
   net.reserve(B);
   std::memcpy(net.acts[0].data(), x, sizeof(T) * B * net.layers[0].in_row());
-  for (size_t i = 0; i < net.layers.size(); ++i) {
+  const size_t L = net.layers.size();
+  for (size_t i = 0; i < L;) {
     const Layer& l = net.layers[i];
     const T* in = net.acts[i].data();
     T* out = net.acts[i + 1].data();
     const int64_t n = (int64_t)B * l.out_row();
+    if (l.kind == NORM) {   // fused with what follows: see fused() (the backward pass undoes the same groups)
+      net.mu.resize((size_t)groups * l.cin);
+      net.scale.resize((size_t)groups * l.cin);
+      const T* gamma = p + l.off;
+      const T* beta = gamma + l.cin;
+      norm_stats(l, B, groups, in, gamma, net.stats[i].data(), net.mu.data(), net.scale.data());
+      const int span = fused(net.layers, i);
+      if (span == 3)
+        norm_pool_relu_forward(l, net.layers[i + 1], B, groups, in, net.mu.data(), net.scale.data(), beta,
+                               net.acts[i + 3].data(), net.where[i + 1].data());
+      else
+        norm_apply(l, B, groups, in, net.mu.data(), net.scale.data(), beta, span == 2, net.acts[i + span].data());
+      i += span;
+      continue;
+    }
     switch (l.kind) {
       case CONV:
         conv_forward(l, B, in, net.cols[i].data(), p + l.off, p + l.off + (int64_t)l.cout * l.k * l.k * l.cin, out);
-        break;
-      case NORM:
-        norm_forward(l, B, groups, in, p + l.off, p + l.off + l.cin, out, net.stats[i].data());
         break;
       case RELU:
         for (int64_t j = 0; j < n; ++j) out[j] = in[j] < T(0) ? T(0) : in[j];   // NaN stays NaN
@@ -214,6 +298,7 @@ static void forward(Net<T>& net, const T* p, const T* x, int B, int groups) {
         pool_forward(l, B, in, out, net.where[i].data());
         break;
     }
+    ++i;
   }
   // logits (B x ways) = features (B x feat) @ dense^T + bias
   const T* w = p + net.dense_off;
@@ -258,41 +343,64 @@ __attribute__((noinline)) static void conv_backward(const Layer& l, int B, const
   }
 }
 
-template <typename T>
-__attribute__((noinline)) static void norm_backward(const Layer& l, int B, const T* x, const T* gamma, const double* stats, const T* dy,
-                          T* dgamma, T* dbeta, T* dx) {
+// BatchNorm's backward pass (batch statistics) for an upstream gradient dy given in one of three forms:
+// dense (ReLU-free), masked by the ReLU that followed (dy where out > 0), or pooled: dy and out on the
+// max-pooled map, `where` the index of each pooled value's maximum (then dy is zero elsewhere).
+// dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * invstd.
+enum Upstream { DENSE = 0, MASKED = 1, POOLED = 2 };
+
+template <typename T, int FORM>
+__attribute__((noinline)) static void norm_backward(const Layer& l, int64_t pooled, const T* x, const T* gamma,
+                                                    const double* stats, const T* dy, const T* out,
+                                                    const int32_t* where, int B, T* dgamma, T* dbeta, T* dx) {
   const int C = l.cin;
   const int64_t rows = (int64_t)B * l.hin * l.win;
-  std::vector<double> sdy(C, 0.0), sdyx(C, 0.0);
+  const int64_t grows = FORM == POOLED ? pooled : rows;   // rows of the upstream gradient
   const double* mean = stats;
   const double* invstd = stats + C;
+  std::vector<double> sdy(C, 0.0), sdyx(C, 0.0);
   std::vector<T> mu(C), acc1(C), acc2(C);
   for (int c = 0; c < C; ++c) mu[c] = (T)mean[c];
-  for (int64_t r0 = 0; r0 < rows; r0 += BLOCK) {   // block sums in T, as in norm_forward
+  for (int64_t r0 = 0; r0 < grows; r0 += BLOCK) {   // block sums in T, as in norm_stats
     std::fill(acc1.begin(), acc1.end(), T(0));
     std::fill(acc2.begin(), acc2.end(), T(0));
-    for (int64_t r = r0; r < std::min(rows, r0 + BLOCK); ++r)
+    for (int64_t r = r0; r < std::min(grows, r0 + BLOCK); ++r)
       for (int c = 0; c < C; ++c) {
-        const T g = dy[r * C + c];
+        const int64_t j = r * C + c;
+        const T g = FORM == DENSE ? dy[j] : (out[j] > T(0) ? dy[j] : T(0));
+        const T xv = FORM == POOLED ? x[where[j]] : x[j];
         acc1[c] += g;
-        acc2[c] += g * (x[r * C + c] - mu[c]);
+        acc2[c] += g * (xv - mu[c]);
       }
     for (int c = 0; c < C; ++c) { sdy[c] += acc1[c]; sdyx[c] += acc2[c]; }
   }
-  for (int c = 0; c < C; ++c) sdyx[c] *= invstd[c];   // sum of dy * xhat
   std::vector<T> a(C), k(C), b(C);
   for (int c = 0; c < C; ++c) {
+    sdyx[c] *= invstd[c];   // the sum of dy * xhat
     dgamma[c] = (T)sdyx[c];
     dbeta[c] = (T)sdy[c];
-    // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * invstd
     const double s = (double)gamma[c] * invstd[c];
     a[c] = (T)s;
     k[c] = (T)(-s * sdyx[c] / rows * invstd[c]);
     b[c] = (T)(-s * sdy[c] / rows);
   }
   if (dx == nullptr) return;
+  if (FORM == POOLED) {   // the dense part everywhere, then the upstream gradient at each maximum
+    for (int64_t r = 0; r < rows; ++r)
+      for (int c = 0; c < C; ++c) dx[r * C + c] = k[c] * (x[r * C + c] - mu[c]) + b[c];
+    for (int64_t r = 0; r < pooled; ++r)
+      for (int c = 0; c < C; ++c) {
+        const int64_t j = r * C + c;
+        if (out[j] > T(0)) dx[where[j]] += a[c] * dy[j];
+      }
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r)
-    for (int c = 0; c < C; ++c) dx[r * C + c] = a[c] * dy[r * C + c] + k[c] * (x[r * C + c] - mu[c]) + b[c];
+    for (int c = 0; c < C; ++c) {
+      const int64_t j = r * C + c;
+      const T g = FORM == DENSE ? dy[j] : (out[j] > T(0) ? dy[j] : T(0));
+      dx[j] = a[c] * g + k[c] * (x[j] - mu[c]) + b[c];
+    }
 }
 
 template <typename T>
@@ -326,21 +434,42 @@ static double backward(Net<T>& net, const T* p, const int64_t* y, int B, bool me
   T* d = net.ga.data();
   T* d_next = net.gb.data();
   gemm('N', 'N', net.feat, B, net.ways, T(1), w, net.feat, net.dlogits.data(), net.ways, T(0), d, net.feat);
-  for (size_t i = net.layers.size(); i-- > 0;) {
+  for (size_t end = net.layers.size(); end-- > 0;) {
+    // a fused group (BatchNorm -> ReLU, BatchNorm -> max-pool -> ReLU) ends at its ReLU: undo it at once
+    size_t i = end;
+    int span = 1;
+    for (int s = 3; s >= 2; --s)
+      if (end + 1 >= (size_t)s && net.layers[end + 1 - s].kind == NORM && fused(net.layers, end + 1 - s) == s) {
+        i = end + 1 - s;
+        span = s;
+        break;
+      }
     const Layer& l = net.layers[i];
     const int64_t n_in = (int64_t)B * l.in_row();
-    const bool first = (i == 0);
+    T* dx = (i == 0) ? nullptr : d_next;
+    if (l.kind == NORM) {
+      T* dg = g + l.off;
+      const T* x = net.acts[i].data();
+      const T* gamma = p + l.off;
+      if (span == 1)
+        norm_backward<T, DENSE>(l, 0, x, gamma, net.stats[i].data(), d, nullptr, nullptr, B, dg, dg + l.cin, dx);
+      else if (span == 2)
+        norm_backward<T, MASKED>(l, 0, x, gamma, net.stats[i].data(), d, net.acts[i + 2].data(), nullptr, B, dg,
+                                 dg + l.cin, dx);
+      else
+        norm_backward<T, POOLED>(l, (int64_t)B * net.layers[i + 1].hout * net.layers[i + 1].wout, x, gamma,
+                                 net.stats[i].data(), d, net.acts[i + 3].data(), net.where[i + 1].data(), B, dg,
+                                 dg + l.cin, dx);
+      end = i;
+      std::swap(d, d_next);
+      continue;
+    }
     switch (l.kind) {
       case CONV: {
         const int64_t wn = (int64_t)l.cout * l.k * l.k * l.cin;
-        conv_backward(l, B, net.cols[i].data(), p + l.off, d, g + l.off, g + l.off + wn, net.dcol.data(),
-                      first ? nullptr : d_next);
+        conv_backward(l, B, net.cols[i].data(), p + l.off, d, g + l.off, g + l.off + wn, net.dcol.data(), dx);
         break;
       }
-      case NORM:
-        norm_backward(l, B, net.acts[i].data(), p + l.off, net.stats[i].data(), d, g + l.off, g + l.off + l.cin,
-                      first ? nullptr : d_next);
-        break;
       case RELU: {
         const T* out = net.acts[i + 1].data();
         for (int64_t j = 0; j < n_in; ++j) d_next[j] = out[j] > T(0) ? d[j] : T(0);
