@@ -184,3 +184,26 @@ def test_the_library_is_built_once_into_the_cache(tmp_path):
     stamp = built[0].stat().st_mtime_ns
     assert _fresh_process({}, tmp_path).startswith("True")
     assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("native-*.so")] == [stamp]
+
+
+def test_tasks_scored_on_two_threads_equal_one_threads():
+    """An evaluation chunk shared among threads (each with its own buffers): the same per-task results."""
+    from reptile_lib.engine.sequential import TaskEvaluator
+
+    g = torch.Generator().manual_seed(11)   # blobs under heavy noise: accuracies between 0 and 1
+    protos = torch.rand(8, 1, 1, 28, 28, generator=g) < 0.3
+    noisy = ClassDataset((protos ^ (torch.rand(8, 6, 1, 28, 28, generator=g) < 0.4)).to(torch.uint8), "noisy",
+                         tuple(map(str, range(8))))
+    model = OmniglotNet(3)
+    opt = Adam(1e-3)
+    phi = init_params(model, torch.Generator().manual_seed(0))
+    state = {"step": torch.tensor(40.0), "v": {k: torch.full_like(v, 1e-5) for k, v in phi.items()}}
+    tasks = TaskSampler(noisy, 3, torch.Generator().manual_seed(2)).eval_tasks(9, 2, 3, 4)
+    one = TaskEvaluator(model, opt, phi, state, threads=1)(tasks)
+    before = torch.get_num_threads()
+    two = TaskEvaluator(model, opt, phi, state, threads=2)
+    got = two(tasks)
+    assert torch.get_num_threads() == before and len(two._clones) == 1   # its own and one clone
+    for proto in ("transductive", "nontransductive"):
+        assert torch.equal(got[proto], one[proto]), proto
+    assert 0 < float(one["nontransductive"].mean()) < 1    # a real score, not all equal by construction

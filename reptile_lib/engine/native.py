@@ -67,9 +67,10 @@ def _blas() -> tuple[int, int] | None:
     for path in sorted(glob.glob(str(lib_dir / "libtorch_cpu.*"))):
         try:
             lib = ctypes.CDLL(path)
-            return (ctypes.cast(lib.sgemm_, ctypes.c_void_p).value, ctypes.cast(lib.dgemm_, ctypes.c_void_p).value)
+            found = (ctypes.cast(lib.sgemm_, ctypes.c_void_p).value, ctypes.cast(lib.dgemm_, ctypes.c_void_p).value)
         except (OSError, AttributeError):
             continue
+        return found
     return None
 
 

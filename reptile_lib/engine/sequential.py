@@ -409,10 +409,16 @@ class SequentialMetaStep:
 
 # ---------------------------------------------------------------- evaluation
 class TaskEvaluator:
-    """Adapt-and-predict for one task at a time (Section 7 protocol, released ``Reptile.evaluate``)."""
+    """Adapt-and-predict for one task at a time (Section 7 protocol, released ``Reptile.evaluate``).
+
+    On the native kernels, with ``threads`` (default: torch's thread count) above one, the tasks of a
+    chunk are shared among that many threads, each with its own buffers and a one-thread BLAS: the
+    tasks are independent, the C++ calls release the interpreter, and the results are the same
+    task by task as one thread's.
+    """
 
     def __init__(self, model: nn.Module, opt: InnerOptimizer, phi: Params, state: OptState, reduction: str = "sum",
-                 kernels: str = "auto"):
+                 kernels: str = "auto", threads: int | None = None):
         self.net = FlatNet(model)
         ref = phi[self.net.names[0]]
         self.loop = TaskLoop(self.net, opt, reduction, ref.dtype, ref.device, kernels)
@@ -420,6 +426,9 @@ class TaskEvaluator:
         self.v0 = self.net.to_flat(state["v"]) if self.loop.adam else None
         self.step0 = state["step"] if self.loop.adam else None
         self.lrs: dict[int, list[float]] = {}
+        self.threads = threads
+        self._args = (model, opt, phi, state, reduction, self.loop.kernels)
+        self._clones: list[TaskEvaluator] = []
 
     def adapt(self, batches: Sequence[tuple[Tensor, Tensor]]) -> None:
         """k steps from phi and the trained Adam state (a fresh copy per task: nothing leaks between tasks)."""
@@ -445,18 +454,42 @@ class TaskEvaluator:
         nontrans = loop.logits(net.images(both), groups=q).view(q, s + 1, -1)[:, -1].argmax(-1)
         return trans, nontrans
 
-    def __call__(self, tasks) -> dict[str, Tensor]:
-        """Per-task accuracy of a chunk of :class:`~reptile_lib.tasks.EvalTasks`, as ``evaluate.evaluate_tasks``."""
+    def _score(self, tasks, batches, ts, trans: Tensor, nontrans: Tensor) -> None:
         dtype = self.phi.dtype
-        n = tasks.query_y.shape[0]
-        trans, nontrans = torch.zeros(n, dtype=torch.float32), torch.zeros(n, dtype=torch.float32)
-        batches = [(x.to(dtype), y) for x, y in tasks.batches()]
         with torch.no_grad():
-            for t in range(n):
+            for t in ts:
                 self.adapt([(x[t], y[t]) for x, y in batches])
                 tr, nt = self.predict(tasks.support_x[t].to(dtype), tasks.query_x[t].to(dtype))
                 trans[t] = (tr == tasks.query_y[t]).float().mean()
                 nontrans[t] = (nt == tasks.query_y[t]).float().mean()
+
+    def _score_in_thread(self, *args) -> None:
+        torch.set_num_threads(1)   # this thread's OpenMP and BLAS: one thread per task thread
+        self._score(*args)
+
+    def __call__(self, tasks) -> dict[str, Tensor]:
+        """Per-task accuracy of a chunk of :class:`~reptile_lib.tasks.EvalTasks`, as ``evaluate.evaluate_tasks``."""
+        n = tasks.query_y.shape[0]
+        trans, nontrans = torch.zeros(n, dtype=torch.float32), torch.zeros(n, dtype=torch.float32)
+        batches = [(x.to(self.phi.dtype), y) for x, y in tasks.batches()]
+        workers = min(n, (self.threads or torch.get_num_threads()) if self.loop.native is not None else 1)
+        if workers <= 1:
+            self._score(tasks, batches, range(n), trans, nontrans)
+            return {"transductive": trans, "nontransductive": nontrans}
+        while len(self._clones) < workers - 1:
+            self._clones.append(TaskEvaluator(*self._args, threads=1))
+        from concurrent.futures import ThreadPoolExecutor
+
+        evaluators = [self, *self._clones[:workers - 1]]
+        threads = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                jobs = [pool.submit(e._score_in_thread, tasks, batches, range(i, n, workers), trans, nontrans)
+                        for i, e in enumerate(evaluators)]
+                for job in jobs:
+                    job.result()   # re-raises a worker's error
+        finally:
+            torch.set_num_threads(threads)   # the workers' setting is process-wide in part
         return {"transductive": trans, "nontransductive": nontrans}
 
 
