@@ -189,6 +189,35 @@ for name, config in RUNS.items():
 #    support set plus one query.
 # 4. **The number of meta-iterations actually trained.** A run marked unfinished is not compared.
 #
+# ## The batched path's Adam carry, measured
+#
+# The queue's `omniglot_5way_mean_carry` unit trains the same configuration and seed as seed 0 of
+# the 5-way run, with the mean carry instead of the released order. Both are evaluated on the same
+# 10,000 tasks per number (the evaluation's draws depend on the seed, split and shots only), so the
+# deviation is measured task by task: the difference of the two accuracies, with the 95% interval
+# of the mean of the per-task differences.
+
+# %% tags=["remove-input"]
+CARRY_COLUMNS = {"evaluation": "Evaluation", "tasks": "Tasks", "a": "Released order (%)", "b": "Mean carry (%)",
+                 "difference": "Mean carry − released (points)"}
+PLAN = reproduce.load_plan()
+carry_rows = []
+for mean_unit in PLAN.of("omniglot_5way_mean_carry"):
+    released = [u for u in PLAN.of("omniglot_5way") if u.seed == mean_unit.seed]
+    rows = reproduce.paired_by_task(PLAN, released[0], mean_unit) if released else None
+    for r in rows or []:
+        carry_rows.append({"evaluation": f"seed {mean_unit.seed}, " + r["evaluation"].replace("_", " "),
+                           "tasks": f"{r['tasks']:,}", "a": f"{100 * r['a']:.2f}", "b": f"{100 * r['b']:.2f}",
+                           "difference": f"{100 * r['difference']:+.2f} ± {100 * r['ci95']:.2f}"})
+if carry_rows:
+    display(report.html_table(carry_rows, CARRY_COLUMNS))
+else:
+    state = {r["unit"]: r["state"] for r in reproduce.status_rows(PLAN)}
+    display(Markdown("Not measured yet: both units must finish (queue: " + "; ".join(
+        f"{u.id} {state[u.id]}" for u in (*PLAN.of("omniglot_5way")[:1], *PLAN.of("omniglot_5way_mean_carry")))
+        + ")."))
+
+# %% [markdown]
 # ## What to take away
 #
 # - The box at the top says, cell by cell, whether Table 2 reproduces; it is computed from the

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import socket
@@ -507,6 +508,34 @@ def write_experiment_results(plan: Plan, experiment: str) -> Path | None:
              "evaluate": dict(exp.evaluate), "curve": list(exp.curve) if exp.curve else None, "data": data}
     metrics = {name: summarize(v) for name, v in sorted(per_task.items())}
     return write_results(results_path(plan, experiment), experiment, "paper", exp.config, metrics, prov, extra)
+
+
+def paired_by_task(plan: Plan, a: Unit, b: Unit) -> list[dict] | None:
+    """Two finished units compared task by task, for every evaluation both scored (None until both finish).
+
+    Units of the same seed evaluate the same tasks (:func:`eval_generator` depends on the seed, the split
+    and the shots only), so the difference b - a can be taken per task: its mean and the 95% interval of
+    that mean (1.96 x the standard deviation of the per-task differences / sqrt(tasks)) are far tighter
+    than the two accuracies' own intervals. Used for the size of a deviation at paper scale (the batched
+    path's mean Adam carry against the released order, same seed). Accuracies in [0, 1].
+    """
+    if a.seed != b.seed:
+        raise ValueError(f"{a.id} and {b.id}: tasks are paired only between units of the same seed")
+    ea, eb = load_eval_state(plan, a), load_eval_state(plan, b)
+    if not (ea and ea.get("finished") and eb and eb.get("finished")):
+        return None
+    rows = []
+    for name in sorted(set(ea["scores"]) & set(eb["scores"])):
+        x = ea["scores"][name].double() / a.config.classes
+        y = eb["scores"][name].double() / b.config.classes
+        if x.shape != y.shape:
+            raise ValueError(f"{name}: {a.id} scored {x.numel()} tasks, {b.id} {y.numel()}; not paired")
+        d = y - x
+        n = d.numel()
+        ci = 1.96 * float(d.std()) / math.sqrt(n) if n > 1 else float("nan")
+        rows.append({"evaluation": name, "tasks": n, "a": float(x.mean()), "b": float(y.mean()),
+                     "difference": float(d.mean()), "ci95": ci, "same_task_share": float((d == 0).double().mean())})
+    return rows
 
 
 def unfinished_curves(plan: Plan, experiment: str) -> dict | None:

@@ -233,3 +233,39 @@ def test_two_workers_share_the_plan_and_compute_what_one_would(tmp_path, omniglo
     assert {s["worker"] for ss in segs.values() for s in ss} == {0, 1}, segs   # both workers used
     doc = json.loads(R.results_path(plan, "tiny").read_text())
     assert doc["provenance"]["seeds"] == [0, 1]          # both seeds pooled, whichever worker finished last
+
+
+PAIRED = """
+units = ["released/0", "mean/0"]
+[experiment.released]
+config = "omniglot_5way"
+set = { adam_carry = "sequential", batched = false, meta_iters = 6 }
+evals = [{ shots = 1, eval_batch = 5, eval_iters = 3 }]
+evaluate = { test = 200 }
+[experiment.mean]
+config = "omniglot_5way"
+set = { adam_carry = "mean", batched = true, meta_iters = 6 }
+evals = [{ shots = 1, eval_batch = 5, eval_iters = 3 }]
+evaluate = { test = 200 }
+"""
+
+
+def test_two_carries_of_one_seed_are_compared_task_by_task(tmp_path, omniglot_root):
+    """The released order against the mean carry, same seed: the same 200 tasks, so per-task differences."""
+    plan = _plan(tmp_path, PAIRED)
+    released, mean = plan.units
+    assert R.paired_by_task(plan, released, mean) is None          # nothing finished yet
+    _run(plan, omniglot_root)
+    rows = R.paired_by_task(plan, released, mean)
+    ea, eb = R.load_eval_state(plan, released), R.load_eval_state(plan, mean)
+    assert {r["evaluation"] for r in rows} == set(ea["scores"]) and len(rows) == 2   # both protocols
+    for r in rows:
+        x, y = ea["scores"][r["evaluation"]].double() / 5, eb["scores"][r["evaluation"]].double() / 5
+        assert r["tasks"] == 200 and abs(r["difference"] - float((y - x).mean())) < 1e-12
+        assert abs(r["a"] - float(x.mean())) < 1e-12 and abs(r["b"] - float(y.mean())) < 1e-12
+        assert 0 < r["ci95"] < 0.2 and r["same_task_share"] < 1     # two different trainings
+    self_rows = R.paired_by_task(plan, released, released)
+    assert all(r["difference"] == 0 and r["same_task_share"] == 1 for r in self_rows)
+    other_seed = R.Unit(released.experiment, 1)
+    with pytest.raises(ValueError, match="same seed"):
+        R.paired_by_task(plan, released, other_seed)
