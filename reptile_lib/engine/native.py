@@ -1,7 +1,7 @@
 """The inner step in one call on a CPU: the paper's two networks in C++ (``native.cpp``), through ctypes.
 
-On a CPU an inner step of these small networks costs more in framework calls than in arithmetic
-(an Omniglot step on 10 images: about 3 ms of fixed cost per step in PyTorch, measured at batch 1).
+On a CPU an inner step of these small networks costs about as much in framework calls (some 60 per
+step) as in arithmetic.
 ``native.cpp`` computes the forward pass, the summed (or mean) cross-entropy and the whole gradient in
 one call, its convolutions as im2col + one matrix product of the BLAS that PyTorch itself links
 (``sgemm_`` / ``dgemm_``, whose addresses are handed over at load time, so nothing else is linked).

@@ -502,10 +502,8 @@ def supports_evaluation(model: nn.Module, loss_fn, opt: InnerOptimizer, device: 
     """Whether :func:`sequential_evaluate` computes ``evaluate.evaluate`` here (the paper's networks, Adam with
     beta1 = 0 or SGD, the classification loss, a CPU).
 
-    The queue scores with it on a CPU (``reproduce.eval_scorer``): one CPU thread measured 217 against
-    256 ms per Omniglot 5-way 1-shot task (50 steps of 5 images) and 100 against 290 ms per Figure 3
-    task (5 steps of 25 images, the non-transductive predictions of 26 images each), against
-    ``evaluate.evaluate``'s 100 tasks per operation under ``vmap``.
+    The queue scores with it on a CPU (``reproduce.eval_scorer``); ``benchmarks/results/cpu-*.json``
+    time it (``sequential``) against ``evaluate.evaluate``'s 100 tasks per operation under ``vmap``.
     """
     return (torch.device(device).type == "cpu" and supports(model, opt)
             and getattr(loss_fn, "model", None) is model and getattr(loss_fn, "reduction", None) in ("sum", "mean"))
