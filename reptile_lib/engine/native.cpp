@@ -185,73 +185,57 @@ __attribute__((noinline)) static void norm_apply(const Layer& l, int B, int grou
   }
 }
 
-// BatchNorm -> max-pool 2x2 -> ReLU (the Mini-ImageNet network's order) in one pass: the normalised map
-// is never stored; `where` receives, per pooled output, the index of its maximum in the (normalised) map.
-template <typename T>
-__attribute__((noinline)) static void norm_pool_relu_forward(const Layer& l, const Layer& pl, int B, int groups,
-                                                             const T* x, const T* mu, const T* scale,
-                                                             const T* beta, T* y, int32_t* where) {
-  const int C = l.cin;
-  const int per = B / groups;
-  for (int n = 0; n < B; ++n) {
-    const T* m = mu + (int64_t)(n / per) * C;
-    const T* s = scale + (int64_t)(n / per) * C;
+// Max-pool 2x2 of value(n, c, x) over the map x (B, hin, win, C), then ReLU if `relu`; `where` receives, per
+// output, the index in x of its maximum: the first in (row, column) scan order, as PyTorch's kernel picks
+// it; NaN wins.
+template <typename T, typename Value>
+static void pool_of(const Layer& pl, int B, const T* x, Value value, bool relu, T* y, int32_t* where) {
+  const int C = pl.cin;
+  for (int n = 0; n < B; ++n)
     for (int oh = 0; oh < pl.hout; ++oh)
       for (int ow = 0; ow < pl.wout; ++ow) {
         const int64_t o = (((int64_t)n * pl.hout + oh) * pl.wout + ow) * C;
         T* yo = y + o;
         int32_t* wo = where + o;
         bool first = true;
-        // the first maximum in (row, column) scan order, as PyTorch's kernel picks it; NaN wins
         for (int ih = 2 * oh; ih < std::min(2 * oh + 2, pl.hin); ++ih)
           for (int iw = 2 * ow; iw < std::min(2 * ow + 2, pl.win); ++iw) {
             const int32_t at = (int32_t)((((int64_t)n * pl.hin + ih) * pl.win + iw) * C);
             const T* xi = x + at;
             if (first) {
-              for (int c = 0; c < C; ++c) { yo[c] = (xi[c] - m[c]) * s[c] + beta[c]; wo[c] = at + c; }
+              for (int c = 0; c < C; ++c) { yo[c] = value(n, c, xi[c]); wo[c] = at + c; }
               first = false;
               continue;
             }
             for (int c = 0; c < C; ++c) {
-              const T v = (xi[c] - m[c]) * s[c] + beta[c];
+              const T v = value(n, c, xi[c]);
               const bool take = v > yo[c] || v != v;
               yo[c] = take ? v : yo[c];
               wo[c] = take ? at + c : wo[c];
             }
           }
-        for (int c = 0; c < C; ++c) yo[c] = yo[c] < T(0) ? T(0) : yo[c];
+        if (relu)
+          for (int c = 0; c < C; ++c) yo[c] = yo[c] < T(0) ? T(0) : yo[c];
       }
-  }
+}
+
+// BatchNorm -> max-pool 2x2 -> ReLU (the Mini-ImageNet network's order) in one pass: the normalised map
+// is never stored; `where` indexes the (normalised) map.
+template <typename T>
+__attribute__((noinline)) static void norm_pool_relu_forward(const Layer& l, const Layer& pl, int B, int groups,
+                                                             const T* x, const T* mu, const T* scale,
+                                                             const T* beta, T* y, int32_t* where) {
+  const int C = l.cin;
+  const int per = B / groups;
+  pool_of(pl, B, x, [&](int n, int c, T v) {
+    const int64_t g = (int64_t)(n / per) * C;
+    return (v - mu[g + c]) * scale[g + c] + beta[c];
+  }, true, y, where);
 }
 
 template <typename T>
 __attribute__((noinline)) static void pool_forward(const Layer& l, int B, const T* x, T* y, int32_t* where) {
-  const int C = l.cin;
-  for (int n = 0; n < B; ++n)
-    for (int oh = 0; oh < l.hout; ++oh)
-      for (int ow = 0; ow < l.wout; ++ow) {
-        const int64_t o = (((int64_t)n * l.hout + oh) * l.wout + ow) * C;
-        T* yo = y + o;
-        int32_t* wo = where + o;
-        bool first = true;
-        // the first maximum in (row, column) scan order, as PyTorch's kernel picks it; NaN wins
-        for (int ih = 2 * oh; ih < std::min(2 * oh + 2, l.hin); ++ih)
-          for (int iw = 2 * ow; iw < std::min(2 * ow + 2, l.win); ++iw) {
-            const int32_t at = (int32_t)((((int64_t)n * l.hin + ih) * l.win + iw) * C);
-            const T* xi = x + at;
-            if (first) {
-              for (int c = 0; c < C; ++c) { yo[c] = xi[c]; wo[c] = at + c; }
-              first = false;
-              continue;
-            }
-            for (int c = 0; c < C; ++c) {
-              const T v = xi[c];
-              const bool take = v > yo[c] || v != v;
-              yo[c] = take ? v : yo[c];
-              wo[c] = take ? at + c : wo[c];
-            }
-          }
-      }
+  pool_of(l, B, x, [](int, int, T v) { return v; }, false, y, where);
 }
 
 // How many layers from a BatchNorm at i run as one pass: 2 for BatchNorm -> ReLU, 3 for BatchNorm ->
