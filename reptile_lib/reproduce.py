@@ -233,19 +233,58 @@ def enough_iterations(config: Config) -> int:
     return min(1000, max(1, config.meta_iters // 20))
 
 
+# Fields that change what a run learns but not what a meta-iteration or an evaluation task costs: Figure 3's
+# curves differ only in how the same k inner steps are weighted, the Adam carry only in which state a task
+# starts from.
+_COST_FREE = {"name": "", "meta_step": 0.0, "meta_step_final": 0.0, "foml": False, "combine": None,
+              "combine_average": False, "adam_carry": "sequential", "batched": False, "notes": ""}
+
+
+def _training_twins(plan: Plan, unit: Unit) -> list[Unit]:
+    """Units whose meta-iterations cost what ``unit``'s do: its own, its experiment's, then those of other
+    experiments with the same shapes (same config up to the inner steps' weights, the outer step and the
+    Adam carry; same learning curve)."""
+    key = dataclasses.replace(unit.config, **_COST_FREE)
+    same = [u for u in plan.units if u.experiment.name != unit.experiment.name
+            and u.experiment.curve == unit.experiment.curve
+            and dataclasses.replace(u.config, **_COST_FREE) == key]
+    return [unit, *plan.of(unit.experiment.name), *same]
+
+
+def _eval_twins(plan: Plan, unit: Unit) -> list[Unit]:
+    """Units whose evaluation tasks cost what ``unit``'s do: same network, data, ways and eval settings."""
+    def key(u: Unit) -> tuple:
+        c = u.config
+        return c.dataset, c.model, c.classes, c.image_size, c.evals, c.loss_reduction, c.sgd, c.learning_rate
+    same = [u for u in plan.units if u.experiment.name != unit.experiment.name and key(u) == key(unit)
+            and u.experiment.evaluate == unit.experiment.evaluate]
+    return [unit, *plan.of(unit.experiment.name), *same]
+
+
+def _measured_speed(plan: Plan, unit: Unit) -> tuple[str, float] | None:
+    """(when its latest segment started, ms per iteration over the segments on that segment's path and
+    kernels), once they add up to :func:`enough_iterations`; else None."""
+    segs = [s for s in segments(plan, unit) if s.get("iterations", 0) > 0 and s.get("train_s")]
+    if not segs:
+        return None
+    path = _path_and_kernels(segs[-1])
+    segs = [s for s in segs if _path_and_kernels(s) == path]
+    its = sum(s["iterations"] for s in segs)
+    if its < enough_iterations(unit.config):
+        return None
+    return segs[-1].get("started", ""), 1000 * sum(s["train_s"] for s in segs) / its
+
+
 def ms_per_iteration(plan: Plan, unit: Unit) -> float | None:
-    """Measured training speed of the unit's segments (or of its experiment's other units), curve points
-    included; only the segments on the training path of the latest one (what the unit trains with now),
-    and only once they add up to :func:`enough_iterations`."""
-    for u in [unit, *plan.of(unit.experiment.name)]:
-        segs = [s for s in segments(plan, u) if s.get("iterations", 0) > 0 and s.get("train_s")]
-        if segs:
-            path = _path_and_kernels(segs[-1])
-            segs = [s for s in segs if _path_and_kernels(s) == path]
-            its = sum(s["iterations"] for s in segs)
-            if its >= enough_iterations(u.config):
-                return 1000 * sum(s["train_s"] for s in segs) / its
-    return None
+    """Measured training speed, curve points included: the unit's own segments on the path it trains with
+    now; before it has run long enough, the most recently measured unit that costs the same (its
+    experiment's other seeds, :func:`_training_twins`): the machine and kernels it will most likely run on."""
+    own, *others = _training_twins(plan, unit)
+    mine = _measured_speed(plan, own)
+    if mine is not None:
+        return mine[1]
+    measured = [m for m in (_measured_speed(plan, u) for u in others) if m is not None]
+    return max(measured)[1] if measured else None
 
 
 def _path_and_kernels(segment: dict) -> tuple[str, str]:
@@ -273,11 +312,17 @@ def segment_rows(plan: Plan) -> list[dict]:
 
 
 def eval_seconds_per_task(plan: Plan, unit: Unit) -> float | None:
-    for u in [unit, *plan.of(unit.experiment.name)]:
+    """Measured seconds per evaluation task: the unit's own; before it has any, the most recently measured
+    unit evaluated the same way (:func:`_eval_twins`)."""
+    measured = []
+    for u in _eval_twins(plan, unit):
         segs = [s for s in segments(plan, u) if s.get("eval_tasks", 0) > 0 and s.get("eval_s")]
         if segs:
-            return sum(s["eval_s"] for s in segs) / sum(s["eval_tasks"] for s in segs)
-    return None
+            spt = sum(s["eval_s"] for s in segs) / sum(s["eval_tasks"] for s in segs)
+            if u == unit:
+                return spt
+            measured.append((segs[-1].get("started", ""), spt))
+    return max(measured)[1] if measured else None
 
 
 def status_rows(plan: Plan) -> list[dict]:

@@ -122,3 +122,33 @@ def test_a_unit_one_curve_point_in_has_no_speed_yet(plan):
     assert reproduce.ms_per_iteration(plan, unit) is None
     log.write_text(log.read_text() + json.dumps(dict(record, iteration=2000, iterations=1999, train_s=152.0)) + "\n")
     assert reproduce.ms_per_iteration(plan, unit) == 100.0
+
+
+def test_a_curve_never_run_borrows_the_speed_of_one_with_the_same_shapes(plan):
+    """g1+g2 and (g1+g2)/2 run the same two inner steps as g2 (only the weights differ): before either has
+    run, the status estimates them from g2's segments, the most recent measurement of a twin winning; g1
+    (one step) and g3 (three) are not twins of g2."""
+    units = {u.id: u for u in plan.units}
+
+    def log(unit_id, started, ms, eval_s=None):
+        unit = units[unit_id]
+        path = R.log_path(plan, unit)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rec = {"train_path": "engine.sequential.SequentialMetaStep", "kernels": "native", "started": started,
+               "iteration": 2000, "iterations": 2000, "train_s": 2 * ms}
+        if eval_s is not None:
+            rec.update(eval_tasks=100, eval_s=100 * eval_s)
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    log("figure3_g2-seed0", "2026-01-01T00:00", 30.0, eval_s=0.05)
+    assert R.ms_per_iteration(plan, units["figure3_g1+g2-seed0"]) == 30.0
+    assert R.ms_per_iteration(plan, units["figure3_avg_g1+g2-seed1"]) == 30.0
+    assert R.ms_per_iteration(plan, units["figure3_g1-seed0"]) is None
+    assert R.ms_per_iteration(plan, units["figure3_g3-seed0"]) is None
+    log("figure3_g1+g2-seed1", "2026-02-01T00:00", 20.0)            # a later measurement (another machine)
+    assert R.ms_per_iteration(plan, units["figure3_avg_g1+g2-seed0"]) == 20.0
+    assert R.ms_per_iteration(plan, units["figure3_g2-seed0"]) == 30.0   # its own segments first
+    # every Figure 3 curve is evaluated the same way (5 steps of 25 images): g2's evaluation times them all
+    assert R.eval_seconds_per_task(plan, units["figure3_g1-seed0"]) == pytest.approx(0.05)
+    assert R.eval_seconds_per_task(plan, units["omniglot_5way-seed0"]) is None
