@@ -58,7 +58,7 @@ from reptile_lib.engine.serial import SerialReptile  # noqa: E402
 from reptile_lib.evaluate import evaluate  # noqa: E402
 from reptile_lib.models import init_params  # noqa: E402
 from reptile_lib.optim import make_optimizer  # noqa: E402
-from reptile_lib.results import atomic_write_text, git_commit  # noqa: E402
+from reptile_lib.results import atomic_write_text, device_name, git_commit  # noqa: E402
 from reptile_lib.tasks import ClassDataset, TaskSampler  # noqa: E402
 from reptile_lib.train import make_learner  # noqa: E402
 
@@ -561,8 +561,10 @@ def main(argv=None) -> int:
             return 1 if big else 2
         return {"serial": 10 if big else 20, "eager": 10 if big else 20, "graph": 100 if big else 200}[kind]
 
+    # on a CPU the model matters as much as the thread count (one matrix-product rate differs 2x between two
+    # 2-core machines of the same kind)
     doc = {"benchmark": "reptile meta-iteration", "device": torch.cuda.get_device_name(device) if cuda else
-           f"cpu ({torch.get_num_threads()} threads, {platform.machine()}, {os.cpu_count()} cores)",
+           f"{device_name(device)[:-1]}, {os.cpu_count()} cores)",
            "device_type": device.type, "torch": torch.__version__, "commit": git_commit(),
            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
            "threads": torch.get_num_threads(), "command": " ".join(sys.argv),

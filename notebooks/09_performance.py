@@ -139,7 +139,9 @@ if not bench_files:
 # no faster for these shapes or would change what is computed: compiling the inner step with
 # `torch.compile`, PyTorch's own (non-oneDNN) convolution kernels, and bfloat16 autocast. Two threads
 # for one run gain less than a second run on the other core (compare the 1- and 2-thread files), so
-# the queue runs two single-thread workers, one unit on each core.
+# the queue runs two single-thread workers, one unit on each core. Machines of the same size differ:
+# the files name the CPU where they recorded it, and the time per meta-iteration follows each
+# machine's matrix-product rate (in the table below, half the rate takes about twice the time).
 
 # %% tags=["remove-input"]
 floor_rows = []
@@ -149,7 +151,8 @@ for path in bench_files:
     for name, e in doc["configs"].items():
         ms = e.get("paths", {}).get("engine_sequential", {}).get("ms_per_iter")
         if rate and ms and e.get("gflop_per_iter"):
-            floor_rows.append({"File": path.name, "Config": name, "GFLOP / meta-iteration": f"{e['gflop_per_iter']:.2f}",
+            floor_rows.append({"File": path.name, "Machine": doc["device"], "Matrix products, GFLOP/s": f"{rate:.0f}",
+                               "Config": name, "GFLOP / meta-iteration": f"{e['gflop_per_iter']:.2f}",
                                "Floor at the matrix-product rate, ms": f"{1e3 * e['gflop_per_iter'] / rate:.0f}",
                                "engine_sequential, ms": f"{ms:.0f}"})
 if floor_rows:
@@ -180,16 +183,22 @@ display(Markdown(f"*Measured on {results.device_name(device)}, torch {torch.__ve
 # ## What to take away
 
 # %% tags=["remove-input"]
-fast_rows = [r for r in seg_rows if r["unit"].startswith("omniglot_5way-") and r["ms / iteration"]
-             and r["path"].startswith("SequentialMetaStep")]
-native_rows = [r for r in fast_rows if "native kernels" in r["path"]]
-five = [r["ms / iteration"] for r in (native_rows or fast_rows)]
-typical = sorted(five)[len(five) // 2] if five else None
-kernels = "one C++ call per inner step" if native_rows else "PyTorch's kernels"
-speed = (f"took {typical:.0f} milliseconds per meta-iteration with {kernels} on one core of the queue's machine "
-         f"(the median of those segments, above; {min(five):.0f} to {max(five):.0f} depending on what else ran), so a "
-         f"100,000-iteration run takes about {typical / 36:.1f} hours of training" if five else
-         "has no recorded queue segment yet; the benchmark files above give its expected speed")
+fast_segs = [s for u in PLAN.of("omniglot_5way") for s in reproduce.segments(PLAN, u)
+             if s.get("iterations") and s.get("train_s") and s.get("train_path", "").endswith("SequentialMetaStep")]
+native_segs = [s for s in fast_segs if s.get("kernels") == "native"]
+segs = native_segs or fast_segs
+kernels = "one C++ call per inner step" if native_segs else "PyTorch's kernels"
+if segs:
+    per = [1000 * s["train_s"] / s["iterations"] for s in segs]
+    typical = 1000 * sum(s["train_s"] for s in segs) / sum(s["iterations"] for s in segs)
+    machines = sorted({s.get("device", "") for s in segs})
+    speed = (f"took {typical:.0f} milliseconds per meta-iteration with {kernels} on one core of the queue's "
+             f"machine{'s' if len(machines) > 1 else ''} ({'; '.join(machines)}: all such segments above, "
+             f"{sum(s['iterations'] for s in segs):,} meta-iterations; a segment took {min(per):.0f} to "
+             f"{max(per):.0f} depending on what else ran), so a 100,000-iteration run takes about "
+             f"{typical / 36:.1f} hours of training")
+else:
+    speed = "has no recorded queue segment yet; the benchmark files above give its expected speed"
 display(Markdown(
     f"- A paper-scale Omniglot 5-way meta-iteration on the released order's fast path {speed}.\n"
     "- On these small convolutions, PyTorch's per-call cost was the limit; with one call per inner step the "
