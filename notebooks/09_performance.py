@@ -56,8 +56,15 @@ for r in left:
     if r["ms_per_iter"] is None:   # too few iterations yet to measure its speed
         display(Markdown(f"**{r['unit']}**: {r['state']}; its speed is not measured yet."))
         continue
+    if r["state"].startswith("evaluating"):
+        left = ("its evaluation speed is not measured yet" if r["eval_estimated"] else
+                f"about {r['hours_left']:.1f} hours left")
+        display(Markdown(f"**{r['unit']}**: {r['state']}; {left}."))
+        continue
+    left = (f"about {r['hours_left']:.1f} hours of training left, then its evaluation (not timed yet)"
+            if r["eval_estimated"] else f"about {r['hours_left']:.1f} hours left, training and evaluation")
     display(Markdown(f"**{r['unit']}**: {r['state']}; at {r['ms_per_iter']:.0f} ms per meta-iteration (the segments "
-                     f"on its current path), about {r['hours_left']:.1f} hours of training left, then its evaluation."))
+                     f"on its current path), {left}."))
 
 # %% [markdown]
 # ## Recorded benchmarks
