@@ -139,7 +139,11 @@ if not bench_files:
 # PyTorch's kernels every call to a convolution, a normalisation, an activation or the optimiser pays
 # a fixed cost comparable to its arithmetic; one call per inner step removes that cost, and what is
 # left is mostly the matrix products themselves and the passes over memory around them (im2col,
-# BatchNorm). The table below puts each
+# BatchNorm). How a product is asked for matters too: the first convolution's weight gradient (9
+# kernel entries by 64 filters, summed over 1,960 positions for 10 Omniglot images) ran at 7 GFLOP/s
+# when the BLAS wrote it filter by filter and at 47 GFLOP/s when it writes the transpose, which the
+# kernels now ask for and transpose back (measured on the AMD EPYC; `native.cpp`, `conv_backward`).
+# The table below puts each
 # config's arithmetic next to the machine's float32 matrix-product rate (a large product, the figure
 # beside each file): even at that rate, which these small products do not reach, a meta-iteration
 # could not be much faster than the floor shown. Tried and not adopted, because on this CPU they were
