@@ -38,6 +38,9 @@ static inline void gemm(char ta, char tb, int m, int n, int k, double alpha, con
 enum Kind { CONV = 0, NORM = 1, RELU = 2, POOL = 3 };
 static const int SPEC = 12;     // ints per layer in the description handed to rn_create
 static const int64_t BLOCK = 64;  // rows per partial sum of the BatchNorm statistics
+// values of a convolution's input gradient in columns (dcol) handled per block: a few images' worth, which
+// stays in a core's cache between being written and being read
+static const int64_t DCOL_BLOCK = 64 * 1024;
 
 struct Layer {
   int kind, cin, cout, k, stride, pt, pl, hin, win, hout, wout, off;  // off: weight offset (conv, norm)
@@ -315,25 +318,32 @@ __attribute__((noinline)) static void conv_backward(const Layer& l, int B, const
     gemm('N', 'T', K, l.cout, M, T(1), col, K, dy, l.cout, T(0), dw, K);
   }
   if (dx == nullptr) return;
-  // dcol (M x K) = dy (M x out) @ w (out x K), then scattered back onto the input positions
-  gemm('N', 'N', K, M, l.cout, T(1), w, K, dy, l.cout, T(0), dcol, K);
-  std::memset(dx, 0, sizeof(T) * B * l.in_row());
+  // dcol = dy (M x out) @ w (out x K), then scattered back onto the input positions; a few images at a time,
+  // so that the block of dcol is written, cleared and read while it sits in the core's cache (in one piece,
+  // a CIFAR-FS layer's dcol is 3 MB, and the three passes over it went to memory)
+  const int per_img = l.hout * l.wout;
+  const int imgs = (int)std::max<int64_t>(1, std::min<int64_t>(B, DCOL_BLOCK / ((int64_t)per_img * K)));
   const int span = l.k * l.cin;
-  const T* row = dcol;
-  for (int n = 0; n < B; ++n) {
-    T* img = dx + (int64_t)n * l.in_row();
-    for (int oh = 0; oh < l.hout; ++oh)
-      for (int ow = 0; ow < l.wout; ++ow, row += K) {
-        const int iw0 = ow * l.stride - l.pl;
-        const int lo = std::max(0, -iw0) * l.cin, hi = std::min(l.k, l.win - iw0) * l.cin;
-        for (int kh = 0; kh < l.k; ++kh) {
-          const int ih = oh * l.stride - l.pt + kh;
-          if (ih < 0 || ih >= l.hin) continue;
-          T* dst = img + ((int64_t)ih * l.win + iw0) * l.cin;
-          const T* src = row + kh * span;
-          for (int j = lo; j < hi; ++j) dst[j] += src[j];
+  for (int n0 = 0; n0 < B; n0 += imgs) {
+    const int nb = std::min(imgs, B - n0);
+    gemm('N', 'N', K, nb * per_img, l.cout, T(1), w, K, dy + (int64_t)n0 * per_img * l.cout, l.cout, T(0), dcol, K);
+    const T* row = dcol;
+    for (int n = n0; n < n0 + nb; ++n) {
+      T* img = dx + (int64_t)n * l.in_row();
+      std::memset(img, 0, sizeof(T) * l.in_row());
+      for (int oh = 0; oh < l.hout; ++oh)
+        for (int ow = 0; ow < l.wout; ++ow, row += K) {
+          const int iw0 = ow * l.stride - l.pl;
+          const int lo = std::max(0, -iw0) * l.cin, hi = std::min(l.k, l.win - iw0) * l.cin;
+          for (int kh = 0; kh < l.k; ++kh) {
+            const int ih = oh * l.stride - l.pt + kh;
+            if (ih < 0 || ih >= l.hin) continue;
+            T* dst = img + ((int64_t)ih * l.win + iw0) * l.cin;
+            const T* src = row + kh * span;
+            for (int j = lo; j < hi; ++j) dst[j] += src[j];
+          }
         }
-      }
+    }
   }
 }
 
