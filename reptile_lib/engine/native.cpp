@@ -390,13 +390,17 @@ __attribute__((noinline)) static void norm_backward(const Layer& l, int64_t pool
   }
   if (dx == nullptr) return;
   if (FORM == POOLED) {   // the dense part everywhere, then the upstream gradient at each maximum
-    for (int64_t r = 0; r < rows; ++r)
-      for (int c = 0; c < C; ++c) dx[r * C + c] = k[c] * (x[r * C + c] - mu[c]) + b[c];
-    for (int64_t r = 0; r < pooled; ++r)
-      for (int c = 0; c < C; ++c) {
-        const int64_t j = r * C + c;
-        if (out[j] > T(0)) dx[where[j]] += a[c] * dy[j];
-      }
+    // image by image: an image's maxima lie in its own map, which is still in cache from the dense part
+    const int64_t img_rows = rows / B, img_pooled = pooled / B;
+    for (int n = 0; n < B; ++n) {
+      for (int64_t r = n * img_rows; r < (n + 1) * img_rows; ++r)
+        for (int c = 0; c < C; ++c) dx[r * C + c] = k[c] * (x[r * C + c] - mu[c]) + b[c];
+      for (int64_t r = n * img_pooled; r < (n + 1) * img_pooled; ++r)
+        for (int c = 0; c < C; ++c) {
+          const int64_t j = r * C + c;
+          if (out[j] > T(0)) dx[where[j]] += a[c] * dy[j];
+        }
+    }
     return;
   }
   for (int64_t r = 0; r < rows; ++r)
