@@ -48,7 +48,7 @@ SEGMENT_COLUMNS = {"unit": "Unit", "started": "Started (UTC), commit", "path": "
 seg_rows = reproduce.segment_rows(PLAN)
 if seg_rows:
     display(Markdown(f"Machines: {'; '.join(sorted({r['device'] for r in seg_rows}))}."))
-    display(report.html_table(seg_rows, SEGMENT_COLUMNS))
+    display(report.html_table([dict(r, unit=book.breakable(r["unit"])) for r in seg_rows], SEGMENT_COLUMNS))
 else:
     display(Markdown("No unit of the queue has run yet."))
 left = [r for r in reproduce.status_rows(PLAN) if r["state"] != "done" and r["state"] != "pending"]

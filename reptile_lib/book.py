@@ -273,6 +273,14 @@ BENCH_PATHS = {"serial": "one task at a time (nn.Module + torch.optim)",
                "engine_graph_fused_adam": "engine, CUDA graph + fused Adam"}
 
 
+def breakable(name: str) -> str:
+    """A unit or experiment name for an HTML table cell, with line-break opportunities (``<wbr>``) after
+    ``_``, ``+`` and before ``-seed``: ``figure3_avg_g1+g2+g3+g4-seed0`` has no space to wrap at and would
+    widen its column past the page."""
+    out = name.replace("_", "_<wbr>").replace("+", "+<wbr>")
+    return out.replace("-seed", "<wbr>-seed")
+
+
 def bench_path_label(path: str, kernels: str | None = None) -> str:
     """A ``benchmarks/bench.py`` path name in words (``runs3``: three runs batched); ``kernels``, where the
     file records it, says whether the released-order path ran one C++ call per inner step."""

@@ -273,3 +273,10 @@ def test_executed_chapter_opens_with_its_claim_box_and_hides_the_parameters(sour
     assert first_box is not None and (first_section is None or first_box < first_section)
     last_md = [c for c in nb["cells"] if c["cell_type"] == "markdown"][-1]
     assert "## What to take away" in "".join(last_md["source"])
+
+
+def test_unit_names_can_wrap_in_a_table_cell():
+    from reptile_lib import book
+
+    assert book.breakable("figure3_avg_g1+g2+g3+g4-seed0") == "figure3_<wbr>avg_<wbr>g1+<wbr>g2+<wbr>g3+<wbr>g4<wbr>-seed0"
+    assert book.breakable("omniglot_5way-seed1").replace("<wbr>", "") == "omniglot_5way-seed1"
