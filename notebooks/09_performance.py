@@ -57,14 +57,14 @@ for r in left:
         display(Markdown(f"**{r['unit']}**: {r['state']}; its speed is not measured yet."))
         continue
     if r["state"].startswith("evaluating"):
-        left = ("its evaluation speed is not measured yet" if r["eval_estimated"] else
-                f"about {r['hours_left']:.1f} hours left")
-        display(Markdown(f"**{r['unit']}**: {r['state']}; {left}."))
+        to_go = ("its evaluation speed is not measured yet" if r["eval_estimated"] else
+                 f"about {r['hours_left']:.1f} hours left")
+        display(Markdown(f"**{r['unit']}**: {r['state']}; {to_go}."))
         continue
-    left = (f"about {r['hours_left']:.1f} hours of training left, then its evaluation (not timed yet)"
-            if r["eval_estimated"] else f"about {r['hours_left']:.1f} hours left, training and evaluation")
+    to_go = (f"about {r['hours_left']:.1f} hours of training left, then its evaluation (not timed yet)"
+             if r["eval_estimated"] else f"about {r['hours_left']:.1f} hours left, training and evaluation")
     display(Markdown(f"**{r['unit']}**: {r['state']}; at {r['ms_per_iter']:.0f} ms per meta-iteration (the segments "
-                     f"on its current path), {left}."))
+                     f"on its current path), {to_go}."))
 
 # %% [markdown]
 # ## Recorded benchmarks

@@ -240,25 +240,27 @@ _COST_FREE = {"name": "", "meta_step": 0.0, "meta_step_final": 0.0, "foml": Fals
               "combine_average": False, "adam_carry": "sequential", "batched": False, "notes": ""}
 
 
+def _twins(plan: Plan, unit: Unit, key: Callable[[Unit], Any]) -> list[Unit]:
+    """``unit``, then its experiment's other units, then the other experiments' units with the same ``key``."""
+    mine = [u for u in plan.of(unit.experiment.name) if u != unit]
+    same = [u for u in plan.units if u.experiment.name != unit.experiment.name and key(u) == key(unit)]
+    return [unit, *mine, *same]
+
+
 def _training_twins(plan: Plan, unit: Unit) -> list[Unit]:
-    """Units whose meta-iterations cost what ``unit``'s do: its own, its experiment's, then those of other
-    experiments with the same shapes (same config up to the inner steps' weights, the outer step and the
-    Adam carry; same learning curve)."""
-    key = dataclasses.replace(unit.config, **_COST_FREE)
-    same = [u for u in plan.units if u.experiment.name != unit.experiment.name
-            and u.experiment.curve == unit.experiment.curve
-            and dataclasses.replace(u.config, **_COST_FREE) == key]
-    return [unit, *plan.of(unit.experiment.name), *same]
+    """Units whose meta-iterations cost what ``unit``'s do (:func:`_twins`): same config up to the inner
+    steps' weights, the outer step and the Adam carry; same learning curve."""
+    return _twins(plan, unit, lambda u: (dataclasses.replace(u.config, **_COST_FREE), u.experiment.curve))
 
 
 def _eval_twins(plan: Plan, unit: Unit) -> list[Unit]:
-    """Units whose evaluation tasks cost what ``unit``'s do: same network, data, ways and eval settings."""
+    """Units whose evaluation tasks cost what ``unit``'s do (:func:`_twins`): same network, data, ways and
+    eval settings."""
     def key(u: Unit) -> tuple:
         c = u.config
-        return c.dataset, c.model, c.classes, c.image_size, c.evals, c.loss_reduction, c.sgd, c.learning_rate
-    same = [u for u in plan.units if u.experiment.name != unit.experiment.name and key(u) == key(unit)
-            and u.experiment.evaluate == unit.experiment.evaluate]
-    return [unit, *plan.of(unit.experiment.name), *same]
+        return (c.dataset, c.model, c.classes, c.image_size, c.evals, c.loss_reduction, c.sgd, c.learning_rate,
+                u.experiment.evaluate)
+    return _twins(plan, unit, key)
 
 
 def _measured_speed(plan: Plan, unit: Unit) -> tuple[str, float] | None:
