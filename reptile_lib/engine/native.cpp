@@ -57,13 +57,14 @@ struct Net {
   std::vector<std::vector<T>> acts;        // acts[i]: input of layer i; acts[L]: the features
   std::vector<std::vector<T>> cols;        // im2col of each convolution
   std::vector<std::vector<int32_t>> where;  // max-pool: index of the max, per output
+  std::vector<std::vector<T>> xat;          // BatchNorm -> max-pool: the BatchNorm's input at each max
   std::vector<std::vector<double>> stats;  // BatchNorm: mean (C), then 1/sqrt(var + eps) (C)
   std::vector<T> logits, dlogits, ga, gb, dcol, dwt, mu, scale;   // dwt: a convolution's weight gradient, transposed
 
   void reserve(int B) {
     if (B <= batch) return;
     size_t L = layers.size();
-    acts.resize(L + 1); cols.resize(L); where.resize(L); stats.resize(L);
+    acts.resize(L + 1); cols.resize(L); where.resize(L); xat.resize(L); stats.resize(L);
     size_t widest = 0, widest_col = 0, widest_w = 0;
     for (size_t i = 0; i < L; ++i) {
       const Layer& l = layers[i];
@@ -75,7 +76,10 @@ struct Net {
         widest_col = std::max(widest_col, c);
         widest_w = std::max(widest_w, (size_t)l.cout * l.k * l.k * l.cin);
       }
-      if (l.kind == POOL) where[i].assign((size_t)B * l.out_row(), 0);
+      if (l.kind == POOL) {
+        where[i].assign((size_t)B * l.out_row(), 0);
+        xat[i].assign((size_t)B * l.out_row(), T(0));
+      }
       if (l.kind == NORM) stats[i].assign(2 * (size_t)l.cin, 0.0);
     }
     acts[L].assign((size_t)B * feat, T(0));
@@ -192,9 +196,9 @@ __attribute__((noinline)) static void norm_apply(const Layer& l, int B, int grou
 
 // Max-pool 2x2 of value(n, c, x) over the map x (B, hin, win, C), then ReLU if `relu`; `where` receives, per
 // output, the index in x of its maximum: the first in (row, column) scan order, as PyTorch's kernel picks
-// it; NaN wins.
-template <typename T, typename Value>
-static void pool_of(const Layer& pl, int B, const T* x, Value value, bool relu, T* y, int32_t* where) {
+// it; NaN wins. With KEEP, `xat` receives x itself at each maximum (for BatchNorm's backward pass).
+template <bool KEEP, typename T, typename Value>
+static void pool_of(const Layer& pl, int B, const T* x, Value value, bool relu, T* y, int32_t* where, T* xat) {
   const int C = pl.cin;
   for (int n = 0; n < B; ++n)
     for (int oh = 0; oh < pl.hout; ++oh)
@@ -202,6 +206,7 @@ static void pool_of(const Layer& pl, int B, const T* x, Value value, bool relu, 
         const int64_t o = (((int64_t)n * pl.hout + oh) * pl.wout + ow) * C;
         T* yo = y + o;
         int32_t* wo = where + o;
+        T* xo = KEEP ? xat + o : nullptr;
         bool first = true;
         for (int ih = 2 * oh; ih < std::min(2 * oh + 2, pl.hin); ++ih)
           for (int iw = 2 * ow; iw < std::min(2 * ow + 2, pl.win); ++iw) {
@@ -209,14 +214,20 @@ static void pool_of(const Layer& pl, int B, const T* x, Value value, bool relu, 
             const T* xi = x + at;
             if (first) {
               for (int c = 0; c < C; ++c) { yo[c] = value(n, c, xi[c]); wo[c] = at + c; }
+              if (KEEP)
+                for (int c = 0; c < C; ++c) xo[c] = xi[c];
               first = false;
               continue;
             }
+            // no overlap between the maps read and written: said, because with a third store the compiler
+            // would need more run-time overlap checks than it makes and would leave the loop scalar (7x slower)
+#pragma GCC ivdep
             for (int c = 0; c < C; ++c) {
               const T v = value(n, c, xi[c]);
               const bool take = v > yo[c] || v != v;
               yo[c] = take ? v : yo[c];
               wo[c] = take ? at + c : wo[c];
+              if (KEEP) xo[c] = take ? xi[c] : xo[c];
             }
           }
         if (relu)
@@ -225,22 +236,22 @@ static void pool_of(const Layer& pl, int B, const T* x, Value value, bool relu, 
 }
 
 // BatchNorm -> max-pool 2x2 -> ReLU (the Mini-ImageNet network's order) in one pass: the normalised map
-// is never stored; `where` indexes the (normalised) map.
+// is never stored; `where` indexes the (normalised) map, `xat` holds the input x at each maximum.
 template <typename T>
 __attribute__((noinline)) static void norm_pool_relu_forward(const Layer& l, const Layer& pl, int B, int groups,
                                                              const T* x, const T* mu, const T* scale,
-                                                             const T* beta, T* y, int32_t* where) {
+                                                             const T* beta, T* y, int32_t* where, T* xat) {
   const int C = l.cin;
   const int per = B / groups;
-  pool_of(pl, B, x, [&](int n, int c, T v) {
+  pool_of<true>(pl, B, x, [&](int n, int c, T v) {
     const int64_t g = (int64_t)(n / per) * C;
     return (v - mu[g + c]) * scale[g + c] + beta[c];
-  }, true, y, where);
+  }, true, y, where, xat);
 }
 
 template <typename T>
 __attribute__((noinline)) static void pool_forward(const Layer& l, int B, const T* x, T* y, int32_t* where) {
-  pool_of(l, B, x, [](int, int, T v) { return v; }, false, y, where);
+  pool_of<false>(l, B, x, [](int, int, T v) { return v; }, false, y, where, (T*)nullptr);
 }
 
 // How many layers from a BatchNorm at i run as one pass: 2 for BatchNorm -> ReLU, 3 for BatchNorm ->
@@ -270,7 +281,7 @@ static void forward(Net<T>& net, const T* p, const T* x, int B, int groups) {
       const int span = fused(net.layers, i);
       if (span == 3)
         norm_pool_relu_forward(l, net.layers[i + 1], B, groups, in, net.mu.data(), net.scale.data(), beta,
-                               net.acts[i + 3].data(), net.where[i + 1].data());
+                               net.acts[i + 3].data(), net.where[i + 1].data(), net.xat[i + 1].data());
       else
         norm_apply(l, B, groups, in, net.mu.data(), net.scale.data(), beta, span == 2, net.acts[i + span].data());
       i += span;
@@ -349,17 +360,19 @@ __attribute__((noinline)) static void conv_backward(const Layer& l, int B, const
 
 // BatchNorm's backward pass (batch statistics) for an upstream gradient dy given in one of three forms:
 // dense (ReLU-free), masked by the ReLU that followed (dy where out > 0), or pooled: dy and out on the
-// max-pooled map, `where` the index of each pooled value's maximum (then dy is zero elsewhere).
+// max-pooled map (`pl` the pooling layer), `where` the index of each pooled value's maximum (then dy is zero
+// elsewhere) and `xat` the input x there.
 // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * invstd.
 enum Upstream { DENSE = 0, MASKED = 1, POOLED = 2 };
 
 template <typename T, int FORM>
-__attribute__((noinline)) static void norm_backward(const Layer& l, int64_t pooled, const T* x, const T* gamma,
+__attribute__((noinline)) static void norm_backward(const Layer& l, const Layer* pl, const T* x, const T* gamma,
                                                     const double* stats, const T* dy, const T* out,
-                                                    const int32_t* where, int B, T* dgamma, T* dbeta, T* dx) {
+                                                    const int32_t* where, const T* xat, int B, T* dgamma,
+                                                    T* dbeta, T* dx) {
   const int C = l.cin;
   const int64_t rows = (int64_t)B * l.hin * l.win;
-  const int64_t grows = FORM == POOLED ? pooled : rows;   // rows of the upstream gradient
+  const int64_t grows = FORM == POOLED ? (int64_t)B * pl->hout * pl->wout : rows;   // rows of the upstream gradient
   const double* mean = stats;
   const double* invstd = stats + C;
   std::vector<double> sdy(C, 0.0), sdyx(C, 0.0);
@@ -372,7 +385,7 @@ __attribute__((noinline)) static void norm_backward(const Layer& l, int64_t pool
       for (int c = 0; c < C; ++c) {
         const int64_t j = r * C + c;
         const T g = FORM == DENSE ? dy[j] : (out[j] > T(0) ? dy[j] : T(0));
-        const T xv = FORM == POOLED ? x[where[j]] : x[j];
+        const T xv = FORM == POOLED ? xat[j] : x[j];
         acc1[c] += g;
         acc2[c] += g * (xv - mu[c]);
       }
@@ -389,18 +402,26 @@ __attribute__((noinline)) static void norm_backward(const Layer& l, int64_t pool
     b[c] = (T)(-s * sdy[c] / rows);
   }
   if (dx == nullptr) return;
-  if (FORM == POOLED) {   // the dense part everywhere, then the upstream gradient at each maximum
-    // image by image: an image's maxima lie in its own map, which is still in cache from the dense part
-    const int64_t img_rows = rows / B, img_pooled = pooled / B;
-    for (int n = 0; n < B; ++n) {
-      for (int64_t r = n * img_rows; r < (n + 1) * img_rows; ++r)
-        for (int c = 0; c < C; ++c) dx[r * C + c] = k[c] * (x[r * C + c] - mu[c]) + b[c];
-      for (int64_t r = n * img_pooled; r < (n + 1) * img_pooled; ++r)
-        for (int c = 0; c < C; ++c) {
-          const int64_t j = r * C + c;
-          if (out[j] > T(0)) dx[where[j]] += a[c] * dy[j];
+  if (FORM == POOLED) {
+    // window by window: each input value gets the dense part, and the upstream gradient too where it is its
+    // window's maximum (once: the 2x2 windows do not overlap); no scattered writes, so it vectorises
+    const int hin = l.hin, win = l.win;
+    if (2 * pl->hout < hin || 2 * pl->wout < win)   // rows or columns in no window: the dense part alone
+      for (int64_t j = 0; j < rows * C; ++j) dx[j] = k[j % C] * (x[j] - mu[j % C]) + b[j % C];
+    for (int n = 0; n < B; ++n)
+      for (int oh = 0; oh < pl->hout; ++oh)
+        for (int ow = 0; ow < pl->wout; ++ow) {
+          const int64_t o = (((int64_t)n * pl->hout + oh) * pl->wout + ow) * C;
+          for (int ih = 2 * oh; ih < std::min(2 * oh + 2, hin); ++ih)
+            for (int iw = 2 * ow; iw < std::min(2 * ow + 2, win); ++iw) {
+              const int64_t at = (((int64_t)n * hin + ih) * win + iw) * C;
+              for (int c = 0; c < C; ++c) {
+                const T dense = k[c] * (x[at + c] - mu[c]) + b[c];
+                const bool hit = where[o + c] == (int32_t)(at + c) && out[o + c] > T(0);
+                dx[at + c] = hit ? dense + a[c] * dy[o + c] : dense;
+              }
+            }
         }
-    }
     return;
   }
   for (int64_t r = 0; r < rows; ++r)
@@ -460,14 +481,14 @@ static double backward(Net<T>& net, const T* p, const int64_t* y, int B, bool me
       const T* x = net.acts[i].data();
       const T* gamma = p + l.off;
       if (span == 1)
-        norm_backward<T, DENSE>(l, 0, x, gamma, net.stats[i].data(), d, nullptr, nullptr, B, dg, dg + l.cin, dx);
+        norm_backward<T, DENSE>(l, nullptr, x, gamma, net.stats[i].data(), d, nullptr, nullptr, nullptr, B, dg,
+                                dg + l.cin, dx);
       else if (span == 2)
-        norm_backward<T, MASKED>(l, 0, x, gamma, net.stats[i].data(), d, net.acts[i + 2].data(), nullptr, B, dg,
-                                 dg + l.cin, dx);
+        norm_backward<T, MASKED>(l, nullptr, x, gamma, net.stats[i].data(), d, net.acts[i + 2].data(), nullptr,
+                                 nullptr, B, dg, dg + l.cin, dx);
       else
-        norm_backward<T, POOLED>(l, (int64_t)B * net.layers[i + 1].hout * net.layers[i + 1].wout, x, gamma,
-                                 net.stats[i].data(), d, net.acts[i + 3].data(), net.where[i + 1].data(), B, dg,
-                                 dg + l.cin, dx);
+        norm_backward<T, POOLED>(l, &net.layers[i + 1], x, gamma, net.stats[i].data(), d, net.acts[i + 3].data(),
+                                 net.where[i + 1].data(), net.xat[i + 1].data(), B, dg, dg + l.cin, dx);
       end = i;
       std::swap(d, d_next);
       continue;
