@@ -74,7 +74,9 @@ if doc is not None:
         f" Only {report.progress_text(doc)} so far: the curves missing here are still in the queue, "
         "and no finding is judged until all ten are in.")
     display(Markdown(f"{{numref}}`fig-figure3` draws every finished curve; the first table below judges each of "
-                     f"the paper's findings from the numbers, the second gives each curve's final accuracy.{partial} "
+                     "the paper's findings from the numbers and, in its last row, compares each sum of gradients "
+                     "with their average (a comparison of ours: the paper states no expectation for it); the second "
+                     f"gives each curve's final accuracy.{partial} "
                      f"*{book.provenance_line(doc)}.*"))
     book.show_figure(plots.figure3(doc).figure, "figure3",
                      "Test accuracy against the meta-iteration for each combination of inner gradients: colour = "

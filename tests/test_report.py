@@ -179,6 +179,10 @@ def test_figure3_findings_hold_and_fail_with_the_numbers():
     assert rows[0]["ours"].startswith("g1 30.0 ± 0.5% (chance 20%)")
     assert rows[3]["holds"] == "g2 ahead by 1.0 points (within ±2.0)"  # two points of ±2 each per curve
     assert report.figure3_findings(figure3_doc(g2=0.75))[3]["holds"] == "g1+g2 ahead by 5.0 points"
+    assert rows[4]["holds"] == "sum ahead for k = 2, 3, 4"   # sums 80/85/90 against averages 70/75/80
+    assert rows[4]["ours"].endswith("k = 4: 85.0 vs 75.0")       # curve means: the two points' average
+    mixed = report.figure3_findings(figure3_doc(k_levels=(0.6, 0.74, 0.9)))[4]["holds"]
+    assert mixed == "sum ahead for k = 4; average ahead for k = 2, 3 (within noise for k = 3)"
     bad = report.figure3_findings(figure3_doc(g1=0.8, k_levels=(0.9, 0.85, 0.8)))
     assert bad[0]["holds"] == "no" and bad[1]["holds"] == "no"
     assert {r["holds"] for r in report.figure3_findings(figure3_doc(profile="smoke"))} == {"smoke run — not comparable"}
