@@ -71,7 +71,7 @@ cfg = doc["config"]
 acts = cfg["activations"]
 m = doc["metrics"]
 book.show_figure(plots.adaptation_examples(doc), "sine-examples",
-                 f"One new task, its 10 points (crosses) and the prediction before adapting (dashed), after one step "
+                 f"The paper's Figure 1 from our runs: one new task, its 10 points (crosses) and the prediction before adapting (dashed), after one step "
                  f"and after 32 steps, from each initialisation ({acts[0]} network). *{provenance_line(doc)}.*")
 
 # %% [markdown]

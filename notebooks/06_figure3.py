@@ -79,7 +79,8 @@ if doc is not None:
                      f"gives each curve's final accuracy.{partial} "
                      f"*{book.provenance_line(doc)}.*"))
     book.show_figure(plots.figure3(doc).figure, "figure3",
-                     "Test accuracy against the meta-iteration for each combination of inner gradients: colour = "
+                     "The paper's Figure 3 from our runs: test accuracy against the meta-iteration for each "
+                     "combination of inner gradients: colour = "
                      "number of inner steps k; dotted: the last gradient alone (FOMAML), solid: their sum (Reptile), "
                      "dashed: their average. Bands: 95% interval over the 500 sampled tasks of each point (with "
                      "several seeds: the range over seeds).")

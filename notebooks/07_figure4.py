@@ -54,7 +54,7 @@ if doc is not None:
                      "algorithm's finding, and {numref}`fig-figure4-curves` shows whether the runs had levelled off. "
                      f"*{book.provenance_line(doc)}.*"))
     book.show_figure(plots.figure4(doc)[0].figure, "figure4",
-                     "Final 5-shot 5-way test accuracy against each swept value, per algorithm, with 95% intervals "
+                     "The paper's Figure 4 from our runs: final 5-shot 5-way test accuracy against each swept value, per algorithm, with 95% intervals "
                      "over the evaluation tasks; shaded: values where the shared tail's last mini-batch repeats "
                      "samples of earlier ones.")
     display(report.html_table(report.figure4_findings(doc), FINDINGS))
