@@ -207,6 +207,29 @@ static void pool_of(const Layer& pl, int B, const T* x, Value value, bool relu, 
         T* yo = y + o;
         int32_t* wo = where + o;
         T* xo = KEEP ? xat + o : nullptr;
+        if (2 * oh + 2 <= pl.hin && 2 * ow + 2 <= pl.win) {
+          // a whole window (all but a clipped last row or column): its four values in scan order, compared in
+          // registers, each output written once
+          const int32_t at0 = (int32_t)((((int64_t)n * pl.hin + 2 * oh) * pl.win + 2 * ow) * C);
+          const int32_t ats[4] = {at0, at0 + C, at0 + pl.win * C, at0 + pl.win * C + C};
+#pragma GCC ivdep
+          for (int c = 0; c < C; ++c) {
+            T best = value(n, c, x[ats[0] + c]), xb = x[ats[0] + c];
+            int32_t arg = ats[0] + c;
+            for (int q = 1; q < 4; ++q) {
+              const T xv = x[ats[q] + c];
+              const T v = value(n, c, xv);
+              const bool take = v > best || v != v;
+              best = take ? v : best;
+              arg = take ? ats[q] + c : arg;
+              xb = take ? xv : xb;
+            }
+            yo[c] = relu && best < T(0) ? T(0) : best;
+            wo[c] = arg;
+            if (KEEP) xo[c] = xb;
+          }
+          continue;
+        }
         bool first = true;
         for (int ih = 2 * oh; ih < std::min(2 * oh + 2, pl.hin); ++ih)
           for (int iw = 2 * ow; iw < std::min(2 * ow + 2, pl.win); ++iw) {
