@@ -127,8 +127,15 @@ report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner
 
 # %% [markdown]
 # ## What to take away
-#
-# - The box at the top says whether Figure 3's findings hold once the paper-scale run exists;
-#   until then nothing is compared.
+
+# %% tags=["remove-input"]
+if doc is not None and doc["provenance"]["finished"]:
+    display(Markdown("\n".join(f"- **{r['finding'][0].upper()}{r['finding'][1:]}**: {r['holds']} ({r['ours']})."
+                                for r in report.figure3_findings(doc))))
+else:
+    display(Markdown("- Figure 3's findings are judged here, and in the box at the top, once all ten curves have "
+                     "finished at paper scale; until then nothing is compared."))
+
+# %% [markdown]
 # - The ten curves differ only in how the inner gradients are weighted (`Config.combine`, the
 #   weights above); everything else, including the test tasks of every curve point, is shared.
