@@ -876,12 +876,19 @@ def claim_box(chapter: str, rows: Sequence[Mapping[str, Any]] | None = None, not
         raise ValueError(f"no scoreboard row for chapter {chapter!r}: one of {sorted(set(SCOREBOARD_SOURCES.values()))}")
     lines = [":::{admonition} The paper's claim, what we measured, the verdict", ":class: tip", ""]
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+
+    def scale_of(r: Mapping[str, Any]) -> str:
+        return "paper scale" + r["Scale"][len("paper"):] if r["Scale"].startswith("paper") else r["Scale"]
+
+    measured = [r for r in rows if r["Ours"] != "—"]
+    # one scale and machine for every measured claim: said once, after them, not in each
+    shared = len({(r["Scale"], r["Device"]) for r in measured}) == 1 and len(measured) > 1
     for r in rows:
         if r["Ours"] == "—":
             groups.setdefault((r["Scale"], r["Verdict"]), []).append(r)
             continue
-        scale = "paper scale" + r["Scale"][len("paper"):] if r["Scale"].startswith("paper") else r["Scale"]
-        lines.append(f"- **{r['Claim']}.** Paper: {r['Paper']}. Ours: {r['Ours']}; {scale}, on {r['Device']}. "
+        where = "" if shared else f"; {scale_of(r)}, on {r['Device']}"
+        lines.append(f"- **{r['Claim']}.** Paper: {r['Paper']}. Ours: {r['Ours']}{where}. "
                      f"**Verdict: {r['Verdict']}.**")
     for (scale, v), group in groups.items():
         head = group[0]["Claim"].split(": ", 1)[0] if len(group) > 1 else ""
@@ -893,6 +900,8 @@ def claim_box(chapter: str, rows: Sequence[Mapping[str, Any]] | None = None, not
         paper_text = f" Paper: {group[0]['Paper']}." if same else ""
         status = scale[len("not run yet ("):-1] if scale.startswith("not run yet (") else scale
         lines.append(f"- **{claim}.**{paper_text} Ours: none yet ({status}). **Verdict: {v}.**")
+    if shared:
+        lines += ["", f"Our numbers: {scale_of(measured[0])}, on {measured[0]['Device']}."]
     if note:
         lines += ["", note]
     lines.append(":::")

@@ -318,6 +318,8 @@ def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
     _write_omniglot(tmp_path)
     box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
     assert "Verdict: within" in box
+    # the four measured cells share their scale and machine: said once, not in each bullet
+    assert box.count("on cpu") == 1 and "\n\nOur numbers: paper scale" in box
     from reptile_lib.results import load_results
 
     done = load_results(tmp_path / "omniglot_5way.json")
