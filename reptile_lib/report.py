@@ -20,6 +20,7 @@ or an absent results file each say so instead.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -618,7 +619,35 @@ def _unit_of(name: str, unit: str) -> bool:
 def _device(doc: Mapping[str, Any] | None) -> str:
     if doc is None:
         return "—"
-    return str(doc["provenance"].get("device", "—")).replace("(1 threads", "(1 thread")   # older files' wording
+    return short_device(str(doc["provenance"].get("device", "—")))
+
+
+_TRADEMARKS = re.compile(r"\((?:R|TM)\)|\bCPU\b|\bProcessor\b|@.*$", re.IGNORECASE)
+
+
+def short_device(device: str) -> str:
+    """A results file's device list as a table cell: each CPU model once, with its thread counts.
+
+    'cpu (1 thread, x86_64, Intel(R) Xeon(R) Processor); cpu (2 threads, x86_64, Intel(R) Xeon(R) Processor)'
+    -> 'Intel Xeon CPU, 1 or 2 threads'. Other parts (a GPU's name) are kept as they are; the full
+    description stays in the file's provenance and in the chapters' provenance lines.
+    """
+    models: dict[str, set[int]] = {}
+    others: list[str] = []
+    for part in (p.strip() for p in device.replace("(1 threads", "(1 thread").split(";")):   # older wording
+        m = re.fullmatch(r"cpu \((\d+) threads?, [^,()]+(?:, (.+?))?(?:, \d+ cores)?\)", part)
+        if m is None:
+            if part:
+                others.append(part)
+            continue
+        model = re.sub(r"\s+", " ", _TRADEMARKS.sub("", m.group(2) or "")).strip()
+        models.setdefault(model, set()).add(int(m.group(1)))
+    cells = []
+    for model, threads in models.items():
+        counts = sorted(threads)
+        cells.append(f"{model + ' ' if model else ''}CPU, {' or '.join(map(str, counts))} "
+                     f"thread{'' if counts == [1] else 's'}")
+    return "; ".join(cells + others) or "—"
 
 
 def _not_compared(doc: Mapping[str, Any] | None, scale: str) -> str:

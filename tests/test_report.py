@@ -319,7 +319,7 @@ def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
     box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
     assert "Verdict: within" in box
     # the four measured cells share their scale and machine: said once, not in each bullet
-    assert box.count("on cpu") == 1 and "\n\nOur numbers: paper scale" in box
+    assert box.count(" CPU, ") == 1 and "\n\nOur numbers: paper scale" in box
     from reptile_lib.results import load_results
 
     done = load_results(tmp_path / "omniglot_5way.json")
@@ -333,3 +333,12 @@ def test_html_tables_print_numbers_as_a_reader_wants_them():
                               {"ms": 621.6, "hours": 3.9, "s per task": 0.19716, "tasks": 12000.0, "n": 7, "x": None}]).data
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
     assert cells == ["621.6", "3.9", "0.1972", "12,000", "7", "—"]   # one row: duplicates dropped, no NaN
+
+
+def test_device_lists_are_shortened_for_tables_one_model_with_its_thread_counts():
+    two = "cpu (1 thread, x86_64, Intel(R) Xeon(R) Processor); cpu (2 threads, x86_64, Intel(R) Xeon(R) Processor)"
+    assert report.short_device(two) == "Intel Xeon CPU, 1 or 2 threads"
+    moved = "cpu (1 thread, x86_64, AMD EPYC); cpu (1 thread, x86_64, Intel(R) Xeon(R) Processor)"
+    assert report.short_device(moved) == "AMD EPYC CPU, 1 thread; Intel Xeon CPU, 1 thread"
+    assert report.short_device("cpu (1 threads, x86_64)") == "CPU, 1 thread"          # no model, older wording
+    assert report.short_device("NVIDIA H100 80GB HBM3") == "NVIDIA H100 80GB HBM3"    # not a CPU: as it is
