@@ -224,20 +224,25 @@ def _reproduce_workers(args, device: str) -> int:
     argv += ["--only", *args.only] if args.only else []
     argv += [flag for flag, on in (("--no-rebuild", args.no_rebuild), ("--quiet", args.quiet)) if on]
     children = []
+    passed: set[int] = set()
+
+    def pass_on(signum: int) -> None:
+        passed.add(signum)
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    stop = StopFlag()   # installed before the workers start: a signal meanwhile reaches those already started
+    stop.install(also=pass_on)
     for k in range(1, args.workers):
+        if stop():
+            break
         log = plan.root / f"reproduce.worker{k}.log"
         with open(log, "w") as out:
             children.append(subprocess.Popen([*argv, "--worker", str(k)], stdout=out, stderr=subprocess.STDOUT))
         print(f"reproduce: worker {k} started (pid {children[-1].pid}), log {log}", file=sys.stderr, flush=True)
         time.sleep(2.0)   # let it claim its first unit before the next worker looks
 
-    def pass_on(signum: int) -> None:
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(signum)
-
-    stop = StopFlag()
-    stop.install(also=pass_on)
     try:
         reproduce(plan, device=device, data_root=args.data_root, max_minutes=args.max_minutes,
                   only=args.only, progress=not args.quiet, rebuild=not args.no_rebuild,
@@ -245,7 +250,9 @@ def _reproduce_workers(args, device: str) -> int:
     finally:
         codes = [c.wait() for c in children]
     left = sum(unit_state(plan, u)["phase"] != "done" for u in select_units(plan, args.only))   # all workers done
-    bad = [k + 1 for k, code in enumerate(codes) if code]
+    # a worker ended by the signal passed on to it is not a failure: it had not yet installed its handler (just
+    # started) or no longer had one (exiting after its last unit), and whatever it trained is checkpointed
+    bad = [k + 1 for k, code in enumerate(codes) if code and -code not in passed]
     if bad:
         print(f"reproduce: worker(s) {bad} failed: see runs/reproduce.worker<k>.log", file=sys.stderr)
     print(f"reproduce: {left} unit(s) not done{'; run again to resume' if left else ''}")

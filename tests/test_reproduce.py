@@ -237,6 +237,23 @@ def test_two_workers_share_the_plan_and_compute_what_one_would(tmp_path, omniglo
     assert doc["provenance"]["seeds"] == [0, 1]          # both seeds pooled, whichever worker finished last
 
 
+def test_a_signal_while_the_workers_start_stops_them_all_without_a_failure(tmp_path, omniglot_root):
+    """SIGTERM right after the second worker is started, before it can have installed its own handler: the
+    signal passed on ends it, which is a stop, not a failure; nothing is left half-written."""
+    plan = _plan(tmp_path, PLAN.replace('units = ["tiny/0"]', 'units = ["tiny/0", "tiny/1"]'))
+    cmd = [sys.executable, "-m", "reptile_lib.cli", "reproduce", "--plan", str(tmp_path / "runs" / "plan.toml"),
+           "--device", "cpu", "--data-root", omniglot_root, "--no-rebuild", "--quiet", "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait(tmp_path / "runs" / "reproduce.worker1.log", lambda: True, proc)   # worker 1 is being started
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 0, out
+    assert "failed" not in out and "2 unit(s) not done" in out
+    leftovers = [p.name for p in (tmp_path / "runs").rglob("*") if p.suffix == ".tmp" or p.name.startswith("tmp")]
+    assert leftovers == []
+
+
 PAIRED = """
 units = ["released/0", "mean/0"]
 [experiment.released]
