@@ -80,10 +80,10 @@ if doc is not None:
                      f"*{book.provenance_line(doc)}.*"))
     book.show_figure(plots.figure3(doc).figure, "figure3",
                      "The paper's Figure 3 from our runs: test accuracy against the meta-iteration for each "
-                     "combination of inner gradients: colour = "
-                     "number of inner steps k; dotted: the last gradient alone (FOMAML), solid: their sum (Reptile), "
-                     "dashed: their average. Bands: 95% interval over the 500 sampled tasks of each point (with "
-                     "several seeds: the range over seeds).")
+                     "combination of inner gradients. Blue, dotted: the last gradient alone (FOMAML); orange, solid: "
+                     "their sum (Reptile); green, dashed: their average; darker with more inner steps k; black: g1 "
+                     "alone. Bands: 95% interval over the 500 sampled tasks of each point (with several seeds: the "
+                     "range over seeds). The inset magnifies the last three quarters of training.")
     display(report.html_table(report.figure3_findings(doc), FINDINGS), report.html_table(final_rows(doc, "paper")))
 else:
     display(Markdown("No Figure 3 curve has finished at paper scale yet: the figure and its findings appear here "

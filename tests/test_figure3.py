@@ -80,6 +80,11 @@ def test_all_ten_give_the_findings_the_figure_and_the_file_the_chapter_loads(pla
     assert rows[0]["holds"] == "yes" and rows[1]["holds"].startswith("yes")
     ax = __import__("reptile_lib.plots.experiments", fromlist=["figure3"]).figure3(doc)
     assert "range over seeds" in ax.get_title() and len(ax.get_lines()) == 10
+    assert len(ax.child_axes) == 1 and len(ax.child_axes[0].get_lines()) == 9   # the zoom: all but g1
+    labels = [t.get_text() for t in ax.figure.legends[0].get_texts()]
+    assert labels[:6] == ["g1", " ", " ", "g2", "g3", "g4"]    # a legend column per family, k downwards
+    colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    assert len({colours["g2"], colours["g1+g2"], colours["(g1+g2)/2"]}) == 3      # families differ in hue
 
 
 def test_the_queue_writes_the_figure_once_when_a_curve_is_done(plan):

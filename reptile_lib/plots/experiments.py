@@ -16,8 +16,17 @@ PROTOCOL_LABEL = {"nontransductive": "non-transductive", "transductive": "transd
 ALGORITHM_STYLE = {"reptile": ("tab:blue", "o", "Reptile"),
                    "fomaml-shared": ("tab:red", "s", "FOMAML, shared tail"),
                    "fomaml-separate": ("tab:green", "^", "FOMAML, separate tail")}
-K_COLORS = {1: "black", 2: "tab:blue", 3: "tab:orange", 4: "tab:green"}
+# Figure 3: a hue per family, darker with more inner steps k = 2, 3, 4 (g1 alone: black); a line style per
+# family too, so that the families stay apart in grey
+FAMILY_COLORS = {"fomaml": ("#6baed6", "#2171b5", "#08306b"), "sum": ("#fd8d3c", "#d94801", "#7f2704"),
+                 "average": ("#74c476", "#238b45", "#00441b")}
 FAMILY_STYLE = {"g1 alone": "-", "fomaml": ":", "sum": "-", "average": "--"}
+FAMILY_ORDER = ("g1 alone", "fomaml", "sum", "average")
+
+
+def _figure3_color(family: str, k: int) -> str:
+    shades = FAMILY_COLORS.get(family)
+    return "black" if shades is None else shades[min(max(k - 2, 0), len(shades) - 1)]
 
 
 def _axes(ax, height=3.2):
@@ -72,27 +81,33 @@ def learning_curves(doc: Mapping[str, Any], ax=None, protocol: str = "nontransdu
     return ax
 
 
-def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", band: bool = True):
+def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", band: bool = True,
+            zoom: bool = True):
     """Figure 3: test accuracy against meta-iteration for each gradient combination.
 
-    Colour = number of inner steps k; line style = how they combine (dotted: g_k alone, FOMAML;
-    solid: the sum, Reptile; dashed: the average). Bands: with one seed, the 95% interval over the
-    sampled tasks of a point; with several (``extra.seed_curves``), from the lowest to the highest seed.
+    Colour = family (blues: g_k alone, FOMAML; oranges: the sum, Reptile; greens: the average), darker
+    with more inner steps k; line style = family too (dotted, solid, dashed). Bands: with one seed, the
+    95% interval over the sampled tasks of a point; with several (``extra.seed_curves``), from the lowest
+    to the highest seed. ``zoom``: an inset magnifies the last three quarters of training, where the
+    nine curves other than g1 lie within a few points of each other (drawn where g1 leaves room).
+    The legend has a column per family.
     """
     import numpy as np
+    from matplotlib.lines import Line2D
 
     ax = _axes(ax, 3.8)
     curves = doc["extra"]["curves"]
     key = f"{doc['extra']['monitor']['split']}_{protocol}"
+    drawn = []   # (point, iterations, accuracy, colour, style)
     for p in doc["extra"]["points"]:
         h = [q for q in curves.get(p["config"], []) if key in q]
         if not h:
             continue
         its = np.array([q["iteration"] for q in h])
         acc = 100 * np.array([q[key] for q in h])
-        k = int(p["value"])
-        color, style = K_COLORS.get(k, "gray"), FAMILY_STYLE.get(p["panel"], "-")
+        color, style = _figure3_color(p["panel"], int(p["value"])), FAMILY_STYLE.get(p["panel"], "-")
         ax.plot(its, acc, color=color, ls=style, lw=1.6 if p["panel"] != "g1 alone" else 2.0, label=p["algorithm"])
+        drawn.append((p, its, acc, color, style))
         seeds = list(doc["extra"].get("seed_curves", {}).get(p["config"], {}).values())
         if band and len(seeds) > 1:  # several seeds: the band spans them (lowest to highest seed)
             per_seed = np.array([[next(q[key] for q in s if q["iteration"] == i) for i in its] for s in seeds])
@@ -108,8 +123,52 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
     ax.set_title(f"Figure 3: inner-gradient combinations ({_kind(doc)})\n{m['tasks_per_point']} {m['split']} tasks "
                  f"per point, {PROTOCOL_LABEL[protocol]}; bands: {bands}", fontsize=9)
     ax.grid(alpha=0.3)
-    legend_below(ax.figure, [ax], ncol=4)
+    if zoom:
+        _figure3_zoom(ax, drawn)
+    # the legend: one column per family (g1 alone, FOMAML, sum, average), k growing downwards
+    blank = Line2D([], [], lw=0, label=" ")
+    columns = [[(p, c, st) for p, _, _, c, st in drawn if p["panel"] == fam] for fam in FAMILY_ORDER]
+    rows = max((len(col) for col in columns), default=0)
+    handles = []
+    for col in columns:
+        if not col:
+            continue
+        handles += [Line2D([], [], color=c, ls=st, lw=2.0 if p["panel"] == "g1 alone" else 1.6, label=p["algorithm"])
+                    for p, c, st in col] + [blank] * (rows - len(col))
+    ax.figure.tight_layout()
+    if handles:
+        ax.figure.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                         ncol=sum(1 for col in columns if col))
     return ax
+
+
+def _figure3_zoom(ax, drawn) -> None:
+    """An inset of the last three quarters of training, for the curves above g1, where g1 leaves room."""
+    import numpy as np
+
+    upper = [(p, its, acc, c, st) for p, its, acc, c, st in drawn if p["panel"] != "g1 alone"]
+    if not upper:
+        return
+    top = max(int(its.max()) for _, its, _, _, _ in upper)
+    start = top // 4
+    tails = [acc[its >= start] for _, its, acc, _, _ in upper if (its >= start).any()]
+    low = min(float(a.min()) for a in tails)
+    lo_main, hi_main = ax.get_ylim()
+    if low - lo_main < 0.5 * (hi_main - lo_main):   # the curves fill the panel: nothing to magnify
+        return
+    inset = ax.inset_axes([0.3, 0.25, 0.67, 0.42])
+    for _, its, acc, c, st in upper:
+        keep = its >= start
+        inset.plot(its[keep], acc[keep], color=c, ls=st, lw=1.2)
+    inset.set_xlim(start, top)
+    step = 10 ** int(np.log10(max(top - start, 1)))   # a few round ticks, in thousands
+    ticks = [t for t in range(0, top + 1, step) if t >= start]
+    inset.set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
+    inset.set_ylim(np.floor(low) - 0.5, min(100.0, float(max(a.max() for a in tails)) + 0.5))
+    inset.set_title(f"zoom: meta-iterations {start:,}–{top:,}", fontsize=7)
+    inset.tick_params(labelsize=7)
+    inset.grid(alpha=0.3)
+    inset.set_facecolor("white")
 
 
 def figure4(doc: Mapping[str, Any], axes=None, protocol: str = "nontransductive"):
