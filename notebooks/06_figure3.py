@@ -130,7 +130,8 @@ report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner
 
 # %% tags=["remove-input"]
 if doc is not None and doc["provenance"]["finished"]:
-    display(Markdown("\n".join(f"- **{r['finding'][0].upper()}{r['finding'][1:]}**: {r['holds']} ({r['ours']})."
+    VERDICT = {"yes": "holds", "no": "does not hold", "yes, within noise": "holds, within noise"}
+    display(Markdown("\n".join(f"- **{r['finding']}**: {VERDICT.get(r['holds'], r['holds'])}; {r['ours']}."
                                 for r in report.figure3_findings(doc))))
 else:
     display(Markdown("- Figure 3's findings are judged here, and in the box at the top, once all ten curves have "
