@@ -127,6 +127,9 @@ report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner
 
 # %% [markdown]
 # ## What to take away
+#
+# - The ten curves differ only in how the inner gradients are weighted (`Config.combine`, the
+#   weights above); everything else, including the test tasks of every curve point, is shared.
 
 # %% tags=["remove-input"]
 if doc is not None and doc["provenance"]["finished"]:
@@ -136,7 +139,3 @@ if doc is not None and doc["provenance"]["finished"]:
 else:
     display(Markdown("- Figure 3's findings are judged here, and in the box at the top, once all ten curves have "
                      "finished at paper scale; until then nothing is compared."))
-
-# %% [markdown]
-# - The ten curves differ only in how the inner gradients are weighted (`Config.combine`, the
-#   weights above); everything else, including the test tasks of every curve point, is shared.
