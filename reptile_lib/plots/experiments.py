@@ -98,7 +98,7 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
     ax = _axes(ax, 3.8)
     curves = doc["extra"]["curves"]
     key = f"{doc['extra']['monitor']['split']}_{protocol}"
-    drawn = []   # (point, iterations, accuracy, colour, style)
+    drawn = []   # (point, iterations, accuracy, line)
     for p in doc["extra"]["points"]:
         h = [q for q in curves.get(p["config"], []) if key in q]
         if not h:
@@ -106,8 +106,9 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
         its = np.array([q["iteration"] for q in h])
         acc = 100 * np.array([q[key] for q in h])
         color, style = _figure3_color(p["panel"], int(p["value"])), FAMILY_STYLE.get(p["panel"], "-")
-        ax.plot(its, acc, color=color, ls=style, lw=1.6 if p["panel"] != "g1 alone" else 2.0, label=p["algorithm"])
-        drawn.append((p, its, acc, color, style))
+        line, = ax.plot(its, acc, color=color, ls=style, lw=1.6 if p["panel"] != "g1 alone" else 2.0,
+                        label=p["algorithm"])
+        drawn.append((p, its, acc, line))
         seeds = list(doc["extra"].get("seed_curves", {}).get(p["config"], {}).values())
         if band and len(seeds) > 1:  # several seeds: the band spans them (lowest to highest seed)
             per_seed = np.array([[next(q[key] for q in s if q["iteration"] == i) for i in its] for s in seeds])
@@ -127,18 +128,10 @@ def figure3(doc: Mapping[str, Any], ax=None, protocol: str = "nontransductive", 
         _figure3_zoom(ax, drawn)
     # the legend: one column per family (g1 alone, FOMAML, sum, average), k growing downwards
     blank = Line2D([], [], lw=0, label=" ")
-    columns = [[(p, c, st) for p, _, _, c, st in drawn if p["panel"] == fam] for fam in FAMILY_ORDER]
+    columns = [col for fam in FAMILY_ORDER if (col := [line for p, _, _, line in drawn if p["panel"] == fam])]
     rows = max((len(col) for col in columns), default=0)
-    handles = []
-    for col in columns:
-        if not col:
-            continue
-        handles += [Line2D([], [], color=c, ls=st, lw=2.0 if p["panel"] == "g1 alone" else 1.6, label=p["algorithm"])
-                    for p, c, st in col] + [blank] * (rows - len(col))
-    ax.figure.tight_layout()
-    if handles:
-        ax.figure.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                         ncol=sum(1 for col in columns if col))
+    handles = [h for col in columns for h in col + [blank] * (rows - len(col))]
+    legend_below(ax.figure, [ax], ncol=len(columns) or None, handles=handles)
     return ax
 
 
@@ -146,20 +139,20 @@ def _figure3_zoom(ax, drawn) -> None:
     """An inset of the last three quarters of training, for the curves above g1, where g1 leaves room."""
     import numpy as np
 
-    upper = [(p, its, acc, c, st) for p, its, acc, c, st in drawn if p["panel"] != "g1 alone"]
+    upper = [(its, acc, line) for p, its, acc, line in drawn if p["panel"] != "g1 alone"]
     if not upper:
         return
-    top = max(int(its.max()) for _, its, _, _, _ in upper)
+    top = max(int(its.max()) for its, _, _ in upper)
     start = top // 4
-    tails = [acc[its >= start] for _, its, acc, _, _ in upper if (its >= start).any()]
+    tails = [acc[its >= start] for its, acc, _ in upper if (its >= start).any()]
     low = min(float(a.min()) for a in tails)
     lo_main, hi_main = ax.get_ylim()
     if low - lo_main < 0.5 * (hi_main - lo_main):   # the curves fill the panel: nothing to magnify
         return
     inset = ax.inset_axes([0.3, 0.25, 0.67, 0.42])
-    for _, its, acc, c, st in upper:
+    for its, acc, line in upper:
         keep = its >= start
-        inset.plot(its[keep], acc[keep], color=c, ls=st, lw=1.2)
+        inset.plot(its[keep], acc[keep], color=line.get_color(), ls=line.get_linestyle(), lw=1.2)
     inset.set_xlim(start, top)
     step = 10 ** int(np.log10(max(top - start, 1)))   # a few round ticks, in thousands
     ticks = [t for t in range(0, top + 1, step) if t >= start]

@@ -48,17 +48,23 @@ def panels(n: int, height: float = PANEL_HEIGHT, *, sharex: bool = False, sharey
     return fig, axes[:n]
 
 
-def legend_below(fig: Any, axes: Sequence[Any] | None = None, ncol: int | None = None) -> Any:
-    """One legend for all ``axes`` (duplicate labels once), centred under the figure, off the data."""
+def legend_below(fig: Any, axes: Sequence[Any] | None = None, ncol: int | None = None,
+                 handles: Sequence[Any] | None = None) -> Any:
+    """One legend for all ``axes`` (duplicate labels once), centred under the figure, off the data.
+
+    ``handles``: these entries, in this order (their labels), instead of those collected from ``axes``."""
     axes = list(axes) if axes is not None else list(fig.axes)
-    handles, labels = [], []
+    collected, labels = [], []
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab and not lab.startswith("_") and lab not in labels:
-                handles.append(h)
+                collected.append(h)
                 labels.append(lab)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
+    if handles is not None:
+        collected, labels = list(handles), [h.get_label() for h in handles]
+    handles = collected
     fig.tight_layout()
     if not labels:
         return None
