@@ -4,14 +4,15 @@
 # %% tags=["parameters"]
 profile = "paper"  # "paper": committed paper-scale results (a smoke run here when absent); "smoke": tiny runs only
 device = "cpu"     # torch device for any training done on this page
-seed = 0           # seed of the runs trained on this page
-retrain = False    # True with profile "paper": train the paper-scale sweep now (hours; see the budget) and rewrite results/figure4.json
+seed = 0           # seed of the pipeline check trained on this page
+retrain = False    # True with profile "paper": advance the queue's 39 Figure 4 units now (resumable; see the budget)
+max_minutes = None  # retraining: stop after this long, checkpointed; run again to resume
 
 # %% tags=["remove-input"]
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from reptile_lib import book, configs, report, sweeps
+from reptile_lib import book, configs, figures, report, reproduce, sweeps
 from reptile_lib.plots import experiments as plots
 from reptile_lib.plots.style import use_book_style
 
@@ -19,8 +20,15 @@ use_book_style()
 POINTS = sweeps.figure4_points("paper")
 RUNS = sweeps.unique_configs(POINTS)
 BASE = configs.FIGURE4_BASE
-# smoke (sweeps.smoke_figure4): part of the grid, 4 meta-iterations per run, 10 test tasks
-doc, smoke_doc = sweeps.obtain_figure("figure4", profile, retrain=retrain, seed=seed, device=device)
+PLAN = reproduce.load_plan()
+RUN_UNITS = [e.name for e in figures.curve_experiments(PLAN, "figure4").values()]
+if profile == "paper" and retrain:  # the queue's units (runs/plan.toml), as `reptile reproduce --only ...` does
+    reproduce.reproduce(PLAN, device=device, max_minutes=max_minutes, only=RUN_UNITS, rebuild=False,
+                        install_signals=False)
+    figures.write(PLAN, "figure4")
+# results/figure4.json: the finished runs, joined by the queue (reptile_lib.figures); else a smoke run
+# (sweeps.smoke_figure4: part of the grid, 4 meta-iterations per run, 10 test tasks)
+doc, smoke_doc = sweeps.obtain_figure("figure4", profile, seed=seed, device=device)
 display(Markdown(report.claim_box("07_figure4")))
 
 # %% [markdown]
@@ -36,7 +44,9 @@ display(Markdown(report.claim_box("07_figure4")))
 # conventions of the Figure 3 chapter.
 
 # %% tags=["remove-input"]
-display(Markdown(f"**figure4**: paper-scale run {report.run_state('figure4', doc)}."))
+display(Markdown(f"**Figure 4**: paper-scale runs {report.run_state('figure4', doc)}. Each run is one unit of the "
+                 "queue of paper-scale runs (`make reproduce`): 4,000 meta-iterations, then its 2,000-task "
+                 "evaluation."))
 
 # %% [markdown]
 # ## Results
@@ -116,14 +126,17 @@ display(Markdown(f"The overlap begins at {sweeps.overlap_onset('inner_iters')} i
 #
 # ## The budget
 #
-# 39 runs of 100,000 meta-iterations, as in Table 2, would take weeks of one CPU core. Each point
-# here is trained for 4,000 meta-iterations (the outer step annealed over those) and evaluated on
-# 2,000 test tasks, whose 95% interval is about ±0.5 points near 95% accuracy. The estimate below
-# prices the sweep with a cost model fitted to measured times (`sweeps.CostModel`): a GPU's, and
-# one core of this project's 2-core CPU running one task at a time (the queue's own speed on
-# Omniglot 5-way). Whether 4,000 meta-iterations are enough is read off the runs' own learning
-# curves on **training** classes (below the figure), never from test accuracy: a panel whose
-# curves still climb at the end compares undertrained points, and we say so.
+# 39 runs of 100,000 meta-iterations, as in Table 2, would take more than a week of one CPU core.
+# Each point here is trained for 4,000 meta-iterations (the outer step annealed over those) and
+# evaluated on 2,000 test tasks, whose 95% interval is about ±0.5 points near 95% accuracy. The
+# estimate below prices the sweep with a cost model fitted to measured times (`sweeps.CostModel`):
+# a GPU's, and one core of this project's 2-core CPU running one task at a time with the native
+# kernels (the path the queue trains Omniglot on; with its two workers sharing the machine, each
+# runs about a third slower). On the CPU the sweep is 39 units of the queue, `figure4/0` in
+# `runs/plan.toml`, so it advances a few hours at a time and survives stops like every other run.
+# Whether 4,000 meta-iterations are enough is read off the runs' own learning curves on
+# **training** classes (below the figure), never from test accuracy: a panel whose curves still
+# climb at the end compares undertrained points, and we say so.
 
 # %% tags=["remove-input", "nbval-check-output"]
 est = [sweeps.estimate(RUNS, "graph"), sweeps.estimate(RUNS, "cpu", batched=False)]

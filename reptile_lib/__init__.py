@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("algorithms", "book", "cli", "configs", "data", "distributed", "encoding_check", "engine", "evaluate",
-               "experiment", "figure3", "geometry", "inner", "models", "optim", "paper", "params", "paths", "plots",
+               "experiment", "figures", "geometry", "inner", "models", "optim", "paper", "params", "paths", "plots",
                "report", "results", "reproduce", "sine", "sweeps", "tasks", "taylor", "train")
 
 

@@ -117,8 +117,8 @@ def run_status(doc: Mapping[str, Any] | None) -> Verdict | None:
 def progress_text(doc: Mapping[str, Any]) -> str:
     """'seed 0: 45,000 of 100,000 meta-iterations; ...' from a results file's ``extra.iterations``."""
     extra = doc.get("extra", {})
-    if "curves_finished" in extra:   # a figure assembled from the queue's curves (reptile_lib.figure3)
-        return f"{extra['curves_finished']} of {len(extra['points'])} curves finished"
+    if "curves_finished" in extra:   # a figure assembled from the queue's curves (reptile_lib.figures)
+        return f"{extra['curves_finished']} of {len(extra['points'])} {'curves' if extra.get('figure') == 'figure3' else 'points'} finished"
     total = doc.get("config", {}).get("meta_iters")
     its = extra.get("iterations", {})
     if not its or total is None:
@@ -554,10 +554,10 @@ def scoreboard_docs(results_dir: Any = None) -> dict[str, dict | None]:
 def _queue_text(name: str, queue: Sequence[Mapping[str, Any]], done_seeds: Sequence[int] = ()) -> str | None:
     """'queue: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending' for the units of one experiment.
 
-    Figure 3 is ten experiments (``figure3_<curve>``), one per curve: counted per seed
+    Figures 3 and 4 are one experiment per run (``figure3_<curve>``, ``figure4_<run>``): counted per seed
     ('queue: seed 0: 3 of 10 curves done, figure3_g4 training: 2,000 of 40,000, 6 pending')."""
-    if name == "figure3":   # a seed counts as done only when all ten of its curves are
-        return _figure3_queue_text(queue)
+    if name in ("figure3", "figure4"):   # a seed counts as done only when all of its runs are
+        return _figure_queue_text(name, queue)
     prefix = f"{name}-seed"
     units = [(int(r["unit"][len(prefix):]), r["state"]) for r in queue
              if str(r["unit"]).startswith(prefix) and r["unit"][len(prefix):].isdigit()]
@@ -571,11 +571,11 @@ def _queue_text(name: str, queue: Sequence[Mapping[str, Any]], done_seeds: Seque
     return "queue: " + "; ".join(parts)
 
 
-def _figure3_queue_text(queue: Sequence[Mapping[str, Any]]) -> str | None:
+def _figure_queue_text(figure: str, queue: Sequence[Mapping[str, Any]]) -> str | None:
     by_seed: dict[int, list[tuple[str, str]]] = {}
     for r in queue:
         exp, sep, seed = str(r["unit"]).rpartition("-seed")
-        if exp.startswith("figure3_") and sep and seed.isdigit():
+        if exp.startswith(f"{figure}_") and sep and seed.isdigit():
             by_seed.setdefault(int(seed), []).append((exp, r["state"]))
     parts = []
     for seed, units in sorted(by_seed.items()):
@@ -587,7 +587,8 @@ def _figure3_queue_text(queue: Sequence[Mapping[str, Any]]) -> str | None:
         if pending == len(units):
             parts.append(f"seed {seed} pending")
             continue
-        parts.append(", ".join([f"seed {seed}: {done} of {len(units)} curves done", *running]
+        word = "curves" if figure == "figure3" else "runs"
+        parts.append(", ".join([f"seed {seed}: {done} of {len(units)} {word} done", *running]
                                + ([f"{pending} pending"] if pending else [])))
     return "queue: " + "; ".join(parts) if parts else None
 
@@ -611,9 +612,9 @@ def _scale(name: str, doc: Mapping[str, Any] | None, queue: Sequence[Mapping[str
 
 
 def _unit_of(name: str, unit: str) -> bool:
-    """Whether queue unit ``unit`` ('omniglot_5way-seed0') belongs to results file ``name`` (figure3: its ten curves)."""
+    """Whether queue unit ``unit`` ('omniglot_5way-seed0') belongs to results file ``name`` (a figure: its runs)."""
     exp, _, seed = unit.rpartition("-seed")
-    return seed.isdigit() and (exp == name or (name == "figure3" and exp.startswith("figure3_")))
+    return seed.isdigit() and (exp == name or (name in ("figure3", "figure4") and exp.startswith(f"{name}_")))
 
 
 def _device(doc: Mapping[str, Any] | None) -> str:

@@ -12,7 +12,9 @@ are combined (``Config.weights``) and in the outer step size: with the GPU engin
 train as one batched computation (``reptile_lib.engine.meta_train_runs``), otherwise one after
 another with :func:`reptile_lib.train.meta_train`. Either way each run is exactly the run
 ``meta_train`` would make alone (same tasks, same checkpoints), and all runs of a figure use one
-seed, so their learning curves are measured on the same sampled tasks.
+seed, so their learning curves are measured on the same sampled tasks. At paper scale on a CPU the
+queue trains each run as a unit of its own (``runs/plan.toml``) and :mod:`reptile_lib.figures` joins
+their results into the figure's file; :func:`run_figure` serves the smoke runs and a GPU machine.
 """
 from __future__ import annotations
 
@@ -339,27 +341,22 @@ def run_figure(figure: str, profile: str, *, splits: dict[str, ClassDataset], se
 
 
 
-def obtain_figure(figure: str, profile: str = "paper", *, retrain: bool = False, seed: int = 0,
+def obtain_figure(figure: str, profile: str = "paper", *, seed: int = 0,
                   device: Any = "cpu") -> tuple[dict | None, dict | None]:
     """What a figure chapter shows: ``(paper_doc, smoke_doc)``, exactly one of them not None.
 
-    Profile ``paper``: the committed ``results/<figure>.json`` when its config matches (trained now,
-    resumably under ``checkpoints/``, with ``retrain=True``); otherwise, or in the ``smoke`` profile,
-    a smoke run of the figure trained now (never written under ``results/``).
+    Profile ``paper``: the committed ``results/<figure>.json`` when its config matches (the queue's runs
+    joined by :mod:`reptile_lib.figures`); otherwise, or in the ``smoke`` profile, a smoke run of the
+    figure trained now (never written under ``results/``).
     """
     from . import book
     from .data import load_dataset
-    from .paths import REPO_ROOT
 
-    doc = None
-    if profile == "paper" and retrain:
-        run_figure(figure, "paper", splits=load_dataset("omniglot"), seed=seed, device=device,
-                   out=book.results_path(figure), checkpoint_dir=REPO_ROOT / "checkpoints", progress=True)
-    if profile == "paper":
-        doc = book.load_if_matching(figure, figure_config(figure, "paper"), "paper")
+    doc = book.load_if_matching(figure, figure_config(figure, "paper"), "paper") if profile == "paper" else None
     if doc is not None:
         return doc, None
     return None, run_figure(figure, "smoke", splits=load_dataset("omniglot"), seed=seed, device=device)
+
 
 def point_metric(doc: dict, point: Point | dict, protocol: str = "nontransductive") -> dict | None:
     """The final test metric of a figure point (the config's first eval protocol), or None."""
@@ -386,11 +383,13 @@ class CostModel:
     priced the same way (a forward-only prediction as a third of an image step). Estimates, to be
     replaced by the first job's measured log.
 
-    ``cpu``: one CPU thread of this project's 2-core machine, the released order on flat buffers, one
-    task at a time (so every evaluation task pays its own launches: ``tasks_at_once`` = 1). Fitted to
-    two measurements on Omniglot: 145 ms per 5-way meta-iteration (the queue's log: 5 tasks x 5 steps
-    x 10 images) and ~220 ms per evaluation task (50 steps of 5 images and the predictions): a step
-    costs about 3.0 ms plus 0.28 ms per image.
+    ``cpu``: one CPU thread of this project's 2-core machine (AMD EPYC), the released order on flat
+    buffers with the native kernels, one task at a time (so every evaluation task pays its own
+    launches: ``tasks_at_once`` = 1). Fitted to the quiet benchmark on Omniglot
+    (``benchmarks/results/cpu-1thread-amd-epyc.json``): 59.4 ms per 5-way meta-iteration (5 tasks x 5
+    steps x 10 images) and 58 ms per 1-shot evaluation task (50 steps of 5 images and the
+    predictions): a step costs about 0.05 ms plus 0.23 ms per image. The queue's two workers share
+    the machine's two cores and run about a third slower than this.
     """
 
     launch_ms: float = 0.42
@@ -403,7 +402,7 @@ class CostModel:
         if path == "cpu":
             if dataset != "omniglot":
                 raise ValueError(f"no CPU cost measured for {dataset}: only omniglot")
-            return CostModel(3.0, 280.0, 10.0, tasks_at_once=1)
+            return CostModel(0.05, 230.0, 10.0, tasks_at_once=1)
         per_image = {"omniglot": 4.1, "cifar_fs": 5.2, "fc100": 5.2, "miniimagenet": 36.0}[dataset]
         launch = {"graph": 0.42, "eager": 7.0}[path]
         return CostModel(launch, per_image)
