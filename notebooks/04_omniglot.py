@@ -23,8 +23,9 @@ from reptile_lib.plots.style import use_book_style
 
 use_book_style()
 NAMES = ("omniglot_5way", "omniglot_20way")
+PLAN = reproduce.load_plan()
 # 5-way: the queue's configuration (runs/plan.toml); 20-way: the paper config, not in the queue yet
-RUNS = {"omniglot_5way": reproduce.experiment_config("omniglot_5way"),
+RUNS = {"omniglot_5way": reproduce.experiment_config("omniglot_5way", PLAN),
         "omniglot_20way": configs.get_config("omniglot_20way")}
 PAPER_SEEDS = {"omniglot_5way": [0, 1, 2], "omniglot_20way": [0]}
 docs = {}
@@ -102,19 +103,10 @@ if not finished:
                      "pipeline check that runs the same code at a tiny size."))
 
 # %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Unfinished run: the learning curve logged so far (show)", "code_prompt_hide": "Unfinished run (hide)"}
-for name in NAMES:
-    so_far = reproduce.unfinished_curves(reproduce.load_plan(), name) if name not in finished else None
-    if so_far is None:
-        continue
-    its = ", ".join(f"seed {s} at {i:,}" for s, i in so_far["extra"]["iterations"].items())
-    display(Markdown(
-        f"**Unfinished, not a result.** {name}'s paper-scale run is still in the queue ({its} of "
-        f"{RUNS[name].meta_iters:,} meta-iterations when this page was executed). Its accuracy on "
-        f"{RUNS[name].eval_interval_tasks} sampled test-character tasks every {RUNS[name].eval_interval:,} iterations "
-        "(the band is the 95% interval over those tasks) shows how far training has got; the table's numbers come "
-        "from 10,000 tasks once the run is done."))
-    plots.learning_curves(so_far, title=f"{name}: unfinished paper-scale run (learning curve so far)")
-    plt.show()
+shown = [book.show_unfinished_run(PLAN, name, f"{name}'s paper-scale run", "the test characters",
+                                  f"{name}: unfinished paper-scale run (learning curve so far)") for name in NAMES]
+if not any(shown):
+    display(Markdown("No paper-scale Omniglot run is training or evaluating at the moment."))
 
 # %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Pipeline check: a smoke run trained on this page, not the paper's experiment (show)", "code_prompt_hide": "Pipeline check (hide)"}
 # The smoke run: the 5-way config at a size that runs in about a minute on two CPU cores
@@ -200,7 +192,6 @@ for name, config in RUNS.items():
 # %% tags=["remove-input"]
 CARRY_COLUMNS = {"evaluation": "Evaluation", "tasks": "Tasks", "a": "Released order (%)", "b": "Mean carry (%)",
                  "difference": "Mean carry − released (points)"}
-PLAN = reproduce.load_plan()
 carry_rows = []
 for mean_unit in PLAN.of("omniglot_5way_mean_carry"):
     released = [u for u in PLAN.of("omniglot_5way") if u.seed == mean_unit.seed]

@@ -22,10 +22,11 @@ from reptile_lib.plots.style import use_book_style
 
 use_book_style()
 NAME = "cifar_fs_5way"
-CONFIG = reproduce.experiment_config(NAME)   # the queue's run (runs/plan.toml): the released Adam order
+PLAN = reproduce.load_plan()
+CONFIG = reproduce.experiment_config(NAME, PLAN)   # the queue's run (runs/plan.toml): the released Adam order
 doc = None
 if profile == "paper" and retrain:  # the queue's units of this experiment, as `reptile reproduce --only` does
-    reproduce.reproduce(device=device, max_minutes=max_minutes, only=[NAME], rebuild=False, install_signals=False)
+    reproduce.reproduce(PLAN, device=device, max_minutes=max_minutes, only=[NAME], rebuild=False, install_signals=False)
 if profile == "paper":
     doc = book.load_if_matching(NAME, CONFIG, "paper")
 finished = doc if doc is not None and doc["provenance"].get("finished") else None
@@ -76,21 +77,11 @@ else:
                      "started), and a pipeline check that runs the same code at a tiny size."))
 
 # %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Unfinished run: the learning curve logged so far (show)", "code_prompt_hide": "Unfinished run (hide)"}
-so_far = reproduce.unfinished_curves(reproduce.load_plan(), NAME) if profile == "paper" and finished is None else None
-if so_far is not None:
-    its = ", ".join(f"seed {s} at {i:,}" for s, i in so_far["extra"]["iterations"].items())
-    display(Markdown(
-        f"**Unfinished, not a result.** The paper-scale run is still in the queue ({its} of {CONFIG.meta_iters:,} "
-        f"meta-iterations when this page was executed). Its accuracy on {CONFIG.eval_interval_tasks} sampled tasks "
-        f"of the validation classes every {CONFIG.eval_interval:,} iterations (the band is the 95% interval over "
-        "those tasks) shows how far training has got; the table's numbers come from 10,000 test tasks once the run "
-        "is done."))
-    plots.learning_curves(so_far, title="CIFAR-FS: unfinished paper-scale run (learning curve so far)")
-    plt.show()
-elif finished is None:
-    display(Markdown("No paper-scale CIFAR-FS run has logged a learning-curve point yet."))
-else:
+if finished is not None:
     display(Markdown("The paper-scale run is finished: its learning curve is in the results above."))
+elif not (profile == "paper" and book.show_unfinished_run(PLAN, NAME, "The paper-scale run", "the validation classes",
+                                                          "CIFAR-FS: unfinished paper-scale run (learning curve so far)")):
+    display(Markdown("No paper-scale CIFAR-FS run has logged a learning-curve point yet."))
 
 # %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Pipeline check: a smoke run trained on this page, not the paper's experiment (show)", "code_prompt_hide": "Pipeline check (hide)"}
 # The smoke run: 30 meta-iterations, 10 test tasks per number (about half a minute on two CPU cores).

@@ -60,9 +60,12 @@ display(Markdown(f"**Figure 4**: paper-scale runs {report.run_state('figure4', d
 FINDINGS = {"panel": "Panel", "algorithm": "Algorithm", "no overlap": "No overlap (%)", "overlap": "Overlap (%)",
             "change": "Change (points)", "verdict": "Verdict"}
 if doc is not None:
+    partial = "" if doc["provenance"]["finished"] else (
+        f" Only {report.progress_text(doc)} so far: the points missing here are still in the queue, and no "
+        "finding is judged until all are in.")
     display(Markdown("{numref}`fig-figure4` is the paper's figure from our runs; the table under it judges each "
-                     "algorithm's finding, and {numref}`fig-figure4-curves` shows whether the runs had levelled off. "
-                     f"*{book.provenance_line(doc)}.*"))
+                     "algorithm's finding, and {numref}`fig-figure4-curves` shows whether the runs had levelled off."
+                     f"{partial} *{book.provenance_line(doc)}.*"))
     book.show_figure(plots.figure4(doc)[0].figure, "figure4",
                      "The paper's Figure 4 from our runs: final 5-shot 5-way test accuracy against each swept value, per algorithm, with 95% intervals "
                      "over the evaluation tasks; shaded: values where the shared tail's last mini-batch repeats "

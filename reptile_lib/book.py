@@ -59,17 +59,23 @@ def load_if_matching(name: str, config: Any, profile: str = "paper") -> dict | N
 
 
 def provenance_line(doc: dict) -> str:
-    """'paper-scale run on NVIDIA H100 ..., commit 1a2b3c4, 2026-11-26, 12.3 min, seeds 0, 1, 2'."""
+    """'paper-scale run on NVIDIA H100 ..., commit 1a2b3c4, 2026-11-26, 12.3 min, seeds 0, 1, 2'.
+
+    A run the queue trained over several stops names how many commits it spans (every segment's
+    commit and machine are in ``runs/logs/``) and its compute time in hours once past two."""
     p = doc["provenance"]
     kind = "paper-scale run" if doc["profile"] == "paper" else "smoke run (small, CPU-sized)"
     when = str(p.get("date", ""))[:10]
     minutes = p["wall_time_s"] / 60
     status = "" if p["finished"] else " — NOT FINISHED (partial run)"
     seeds = ", ".join(str(s) for s in p["seeds"])
-    commit = str(p["commit"])
-    commit = commit[:7] + (" with uncommitted changes" if commit.endswith("+dirty") else "")
-    return (f"{kind} on {p['device']}, commit {commit}, {when}, "
-            f"{minutes:.1f} min, seeds {seeds}{status}")
+    commits = list(p.get("commits") or [p["commit"]])
+    if len(commits) > 1:
+        commit = f"{len(commits)} commits (each segment's commit and machine are in runs/logs/)"
+    else:
+        commit = "commit " + str(commits[0])[:7] + (" with uncommitted changes" if str(commits[0]).endswith("+dirty") else "")
+    took = f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+    return f"{kind} on {p['device']}, {commit}, {when}, {took}, seeds {seeds}{status}"
 
 
 # ---------------------------------------------------------------- which results a chapter shows
@@ -423,3 +429,29 @@ def show_figure(fig: Any, name: str, caption: str) -> None:
     plt.close(fig)
     display(Markdown(f":::{{figure}} figures/{name}.png\n:name: fig-{name}\n:width: 100%\n\n{caption}\n:::\n"))
 
+
+
+def show_unfinished_run(plan: Any, experiment: str, run: str, tasks_of: str, title: str) -> bool:
+    """Show the learning curve that ``experiment``'s unfinished paper-scale units have logged so far,
+    labelled "Unfinished, not a result" (``run``: how the text names the run, ``tasks_of``: where its
+    curve's tasks come from). False, showing nothing, when no such unit has a curve point."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    from .plots.experiments import learning_curves
+    from .reproduce import unfinished_curves
+
+    so_far = unfinished_curves(plan, experiment)
+    if so_far is None:
+        return False
+    exp = plan.experiments[experiment]
+    config = exp.config
+    its = ", ".join(f"seed {s} at {i:,}" for s, i in so_far["extra"]["iterations"].items())
+    display(Markdown(
+        f"**Unfinished, not a result.** {run} is still in the queue ({its} of {config.meta_iters:,} meta-iterations "
+        f"when this page was executed). Its accuracy on {config.eval_interval_tasks} sampled tasks of {tasks_of} every "
+        f"{config.eval_interval:,} iterations (the band is the 95% interval over those tasks) shows how far training "
+        f"has got; its numbers join the table ({max(n for _, n in exp.evaluate):,} test tasks each) once it is done."))
+    learning_curves(so_far, title=title)
+    plt.show()
+    return True

@@ -90,6 +90,12 @@ def test_provenance_line_and_metrics_frame(tmp_path):
     doc = json.loads(_fake_results(tmp_path, config, "smoke", 0.5, finished=False).read_text())
     line = book.provenance_line(doc)
     assert line.startswith("smoke run") and "2.1 min" in line and "NOT FINISHED" in line and "seeds 0" in line
+    # a run the queue trained over many stops: how many commits, hours
+    doc["provenance"].update(commits=["a" * 40, "b" * 40 + "+dirty", "c" * 40], wall_time_s=3 * 3600)
+    line = book.provenance_line(doc)
+    assert "3 commits (each segment's" in line and "3.0 h" in line and "aaaaaaa" not in line
+    doc["provenance"].update(commits=["d" * 40 + "+dirty"])
+    assert "commit ddddddd with uncommitted changes" in book.provenance_line(doc)
     frame = book.metrics_frame(doc)
     assert list(frame.columns) == ["nontransductive", "transductive"]
     assert list(frame.index) == ["1-shot 5-way", "5-shot 5-way"]

@@ -82,7 +82,22 @@ def test_plan_is_read_and_refuses_bad_input(tmp_path):
         _plan(tmp_path, PLAN.replace("meta_iters = 12", "inner_iterz = 3"))
 
 
-def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_root, reference):
+def _shown_unfinished(plan, monkeypatch) -> list[str] | None:
+    """What the chapters' "Unfinished run" cell shows for the tiny plan: its texts (None: nothing shown)."""
+    import IPython.display
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from reptile_lib import book
+
+    matplotlib.use("Agg")
+    texts = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: texts.append(obj.data))
+    monkeypatch.setattr(plt, "show", lambda: plt.close("all"))
+    return texts if book.show_unfinished_run(plan, "tiny", "tiny", "the test characters", "tiny so far") else None
+
+
+def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_root, reference, monkeypatch):
     plan = _plan(tmp_path)
     unit = plan.units[0]
     calls = {"n": 0}
@@ -99,6 +114,8 @@ def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_
     so_far = R.unfinished_curves(plan, "tiny")   # what a chapter shows, labelled unfinished, meanwhile
     assert so_far["extra"]["iterations"] == {"0": 6} and not so_far["provenance"]["finished"]
     assert [p["iteration"] for p in so_far["extra"]["history"]["0"] if "test_nontransductive" in p] == [1, 4]
+    shown = _shown_unfinished(plan, monkeypatch)
+    assert shown[0].startswith("**Unfinished, not a result.** tiny is still in the queue (seed 0 at 6 of 12 ")
     calls["n"] = 0
     assert not R.run_unit(plan, unit, data_root=omniglot_root, stop=stop_after(7), rebuild=False)  # 6 more + 1 chunk
     st = R.unit_state(plan, unit)
@@ -107,6 +124,7 @@ def test_stops_in_training_and_evaluation_resume_bit_for_bit(tmp_path, omniglot_
     assert R.run_unit(plan, unit, data_root=omniglot_root, rebuild=False)
     assert _same(_numbers(plan), reference)
     assert R.unfinished_curves(plan, "tiny") is None     # done: its results file has the curves
+    assert _shown_unfinished(plan, monkeypatch) is None
     assert [s["iterations"] for s in R.segments(plan, unit)] == [6, 6, 0]
     # the record names the step that trained (the fast released-order step on a CPU)
     assert {s["train_path"] for s in R.segments(plan, unit)} == {"engine.sequential.SequentialMetaStep"}
