@@ -12,10 +12,10 @@ Two 2-D task families where W_tau and P_{W_tau} are exact:
 - lines: task = one point (x_tau, y_tau) for the model f(x) = w_1 x + w_2 with loss
   (1/2)(w_1 x + w_2 - y)^2; W_tau = {w : a . w = b} with a = (x_tau, 1), b = y_tau. The optimum of
   the mean squared distance is a weighted least-squares solution (closed form), and so is
-  Reptile's fixed point for any k (weights 1 - (1 - alpha |a|^2)^k), which tends to it as k grows;
+  Reptile's fixed point for any k (weights ``1 - (1 - alpha |a|^2)^k``), which tends to it as k grows;
   k = 1 gives ordinary least squares, i.e. joint training.
 - circles: task = a range measurement, "be at distance r_tau from c_tau", with loss
-  (|w - c|^2 - r^2)^2 / (8 r^2); W_tau is that circle. The optimum is found by an independent
+  ``(|w - c|^2 - r^2)^2 / (8 r^2)``; W_tau is that circle. The optimum is found by an independent
   solver (grid search, then Newton's method on the exact gradient and Hessian).
 """
 from __future__ import annotations
@@ -160,8 +160,8 @@ def joint_training_optimum(family: Family) -> Tensor:
 
 
 def reptile_fixed_point_lines(family: Family, k: int, alpha: float) -> Tensor:
-    """Lines: k SGD steps move phi by c_tau (P(phi) - phi), c_tau = 1 - (1 - alpha |a|^2)^k, so
-    Reptile's fixed point is weighted least squares with weights c_tau / |a_tau|^2."""
+    """Lines: k SGD steps move phi by c_tau (P(phi) - phi), ``c_tau = 1 - (1 - alpha |a|^2)^k``, so
+    Reptile's fixed point is weighted least squares with weights ``c_tau / |a_tau|^2``."""
     sq = (family.normals() ** 2).sum(-1)
     return weighted_least_squares(family, (1 - (1 - alpha * sq) ** k) / sq)
 

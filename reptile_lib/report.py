@@ -1,14 +1,17 @@
 """Our numbers next to the paper's (Tables 1 and 2): verdicts and the tables the chapters print.
 
-The verdict of one cell (Section 7's accuracies, in percentage points):
+The verdict of one cell (Section 7's accuracies, in percentage points)::
 
     difference  d = ours - paper
     ours' uncertainty  u = sqrt(ci_tasks^2 + ci_seeds^2)
-        ci_tasks = 1.96 sd / sqrt(N): the 95% interval over all N evaluation tasks of all seeds
-        ci_seeds = 1.96 sd_seeds / sqrt(S): the 95% interval of the mean over S >= 2 seeds
-                   (run-to-run variation, which the interval over tasks does not see); 0 for one seed
+        ci_tasks = 1.96 sd / sqrt(N): the 95% interval over all N
+                   evaluation tasks of all seeds
+        ci_seeds = 1.96 sd_seeds / sqrt(S): the 95% interval of the mean
+                   over S >= 2 seeds (run-to-run variation, which the
+                   interval over tasks does not see); 0 for one seed
     combined uncertainty  U = sqrt(paper_pm^2 + u^2)
-    verdict: "within" when |d| <= U, else "above" / "below" by |d|, i.e. |d| - U beyond U.
+    verdict: "within" when |d| <= U, else "above" / "below" by |d|,
+             i.e. |d| - U beyond U.
 
 The paper's ``±`` is taken at face value as its own uncertainty (for the Reptile rows it is most
 likely a spread over runs, see ``paper.PM_NOTE``), and the two are added in quadrature as

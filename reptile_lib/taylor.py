@@ -178,7 +178,7 @@ def avg_grad_inner(family: Family) -> Tensor:
 
 
 def gradient_inner_product(family: Family, phi: Params | None = None) -> Tensor:
-    """E[gbar_1 . gbar_2] for two independent draws from the same task = mean_t |E[g | t]|^2."""
+    """``E[gbar_1 . gbar_2]`` for two independent draws from the same task = ``mean_t |E[g | t]|^2``."""
     phi = family.phi if phi is None else phi
     g = vmap(grad(_task_loss(family)), in_dims=(None, 0, 0))(phi, family.x, family.y)
     return sum((v.reshape(v.shape[0], -1) ** 2).sum(1) for v in g.values()).mean()
@@ -231,7 +231,7 @@ def fit_slope(alphas, errors) -> tuple[float, float]:
 
 
 def expansion_errors(family: Family, ks, alphas) -> dict:
-    """For each algorithm and k: |alpha (E[g] - prediction)| over the alphas, and the fitted slopes."""
+    """For each algorithm and k: ``|alpha (E[g] - prediction)|`` over the alphas, and the fitted slopes."""
     avg_g, agi = avg_grad(family), avg_grad_inner(family)
     out: dict = {"alphas": [float(a) for a in alphas], "errors": {}, "errors_zeroth": {}, "slopes": {},
                  "slopes_zeroth": {}, "norm_avg_grad": float(avg_g.norm()), "norm_avg_grad_inner": float(agi.norm())}
