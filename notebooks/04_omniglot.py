@@ -24,9 +24,8 @@ from reptile_lib.plots.style import use_book_style
 use_book_style()
 NAMES = ("omniglot_5way", "omniglot_20way")
 PLAN = reproduce.load_plan()
-# 5-way: the queue's configuration (runs/plan.toml); 20-way: the paper config, not in the queue yet
-RUNS = {"omniglot_5way": reproduce.experiment_config("omniglot_5way", PLAN),
-        "omniglot_20way": configs.get_config("omniglot_20way")}
+# the queue's configurations (runs/plan.toml): the paper's, in the released Adam order
+RUNS = {name: reproduce.experiment_config(name, PLAN) for name in NAMES}
 PAPER_SEEDS = {"omniglot_5way": [0, 1, 2], "omniglot_20way": [0]}
 docs = {}
 for name, config in RUNS.items():

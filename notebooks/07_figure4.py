@@ -111,8 +111,9 @@ rows = []
 for panel, values in sweeps.FIGURE4_AXES.items():
     for v in values:
         c = next(p.config for p in POINTS if p.panel == panel and p.value == v and p.algorithm == "fomaml-shared")
-        rows.append({"panel": sweeps.PANEL_TITLES[panel], "value": f"{v:g}", "inner_iters": c.inner_iters,
-                     "inner_batch": c.inner_batch, "outer step": f"{c.meta_step:g}",
+        title = sweeps.PANEL_TITLES[panel].split(" (initial")[0]   # the text below says (c) is the initial step
+        rows.append({"panel": title, "value": f"{v:g}", "inner_iters": c.inner_iters, "inner_batch": c.inner_batch,
+                     "outer step": f"{c.meta_step:g}",
                      "shared tail: last batch already seen": f"{sweeps.last_batch_overlap(c.inner_iters, c.inner_batch, n):.0%}"})
 display(report.html_table(rows, {"panel": "Panel", "value": "Value", "inner_iters": "Inner iterations",
                                  "inner_batch": "Inner batch", "outer step": "Outer step",

@@ -529,10 +529,11 @@ def expected_config(name: str) -> Any:
         return geometry.get_config("paper")
     if name in ("figure3", "figure4"):
         return sweeps.figure_config(name, "paper")
-    if name in ("omniglot_5way", "cifar_fs_5way"):   # the queue's runs (runs/plan.toml)
-        from .reproduce import experiment_config
+    from .reproduce import load_plan
 
-        return experiment_config(name)
+    plan = load_plan()
+    if name in plan.experiments:   # the queue's runs (runs/plan.toml)
+        return plan.experiments[name].config
     return configs.get_config(name)
 
 
