@@ -973,7 +973,8 @@ def _number_text(v: Any) -> Any:
 
 def run_state(name: str, doc: Mapping[str, Any] | None = None, queue: Sequence[Mapping[str, Any]] | None = None) -> str:
     """Where the paper-scale run of results file ``name`` stands, in words, for a chapter:
-    'finished (...)' / 'not finished yet (queue: seed 0 training: 12,000 of 100,000; ...)' / 'not started (...)'."""
+    'finished (...)' / 'not finished yet (queue: seed 0 training: 12,000 of 100,000; ...)' / 'not started yet
+    (queue: seed 0 pending)' / 'not started (not in the queue ...)'."""
     if queue is None:
         from .reproduce import load_plan, status_rows
 
@@ -986,7 +987,8 @@ def run_state(name: str, doc: Mapping[str, Any] | None = None, queue: Sequence[M
         return f"finished ({done}" + (f"; {more})" if more else ")")
     more = _queue_text(name, queue)
     if doc is None and more:
-        return f"not finished yet ({more})"
+        waiting = all(r["state"] == "pending" for r in queue if _unit_of(name, str(r["unit"])))
+        return f"{'not started yet' if waiting else 'not finished yet'} ({more})"
     if doc is not None:
         return f"not finished yet ({progress_text(doc)})"
     return "not started (not in the queue of paper-scale runs)"

@@ -311,7 +311,9 @@ def test_scoreboard_markdown_puts_the_device_beside_the_scale():
 def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
     assert report.run_state("omniglot_5way", None, QUEUE) == \
         "not finished yet (queue: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending)"
-    assert report.run_state("omniglot_20way", None, QUEUE).startswith("not started")
+    assert report.run_state("omniglot_20way", None, QUEUE).startswith("not started (not in the queue")
+    assert report.run_state("omniglot_5way", None, [dict(r, state="pending") for r in QUEUE]) == \
+        "not started yet (queue: seeds 0, 1, 2 pending)"
     box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
     assert box.startswith(":::{admonition}") and box.rstrip().endswith(":::")
     assert "Verdict: not finished yet" in box and "95.39 ± 0.09" in box
