@@ -19,15 +19,16 @@ display(Markdown(
     "One row per claim of the paper {cite:p}`nichol2018reptile`: every Reptile cell of its Tables 1 and 2 "
     "and the statements of its Figures 1, 3 and 4 and Sections 5 and 6. "
     f"**{report.scoreboard_summary(rows)}** Only finished paper-scale runs are compared; the rule is below.\n:::"))
-display(Markdown(report.scoreboard_markdown(rows)))
+display(Markdown(report.scoreboard_markdown(rows)), Markdown(report.queue_markdown()))
 
 # %% [markdown]
 # The table is built by `reptile_lib.report.scoreboard_rows` from the results files under
 # `results/` and, for runs not finished yet, from the state of the queue of paper-scale runs
 # (`reptile status`), one group of rows per chapter. *Scale* is **paper** for a finished
 # paper-scale run (with how many of the planned seeds are in), **unfinished** while the queue is
-# training or evaluating it, **not run** when nothing of it exists yet; the device that ran it
-# follows.
+# training or evaluating it, **not run yet** while it waits in the queue and **not run** when it
+# is not queued; the device that ran it follows. Where each queued run stands is listed once,
+# under the table.
 #
 # ## How to read the verdicts
 #

@@ -860,9 +860,32 @@ def _short_claim(claim: str) -> str:
     return rest if any(c.isdigit() for c in first) else rest[:1].upper() + rest[1:]   # 'g1 alone' stays
 
 
+_QUEUE_PART = re.compile(r" \(queue: [^()]*\)")
+
+
 def _scale_device(row: Mapping[str, Any]) -> str:
-    scale, device = str(row["Scale"]), str(row["Device"])
+    """The scale (without where the queue stands: :func:`queue_markdown` says that once) and the device."""
+    scale, device = _QUEUE_PART.sub("", str(row["Scale"])), str(row["Device"])
     return scale if device in ("", "—") else f"{scale}; {device}"
+
+
+def queue_markdown(queue: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """Where the queue stands for every results file the scoreboard reads, once each, as a Markdown list
+    under a lead line ('' when nothing is left in the queue): the scoreboard's cells leave it out."""
+    if queue is None:
+        from .reproduce import load_plan, status_rows
+
+        queue = status_rows(load_plan())
+    items = []
+    for name in SCOREBOARD_SOURCES:
+        text = _queue_text(name, queue)
+        if text:
+            items.append(f"- {CHAPTER_TITLES[SCOREBOARD_SOURCES[name]].split(':')[0]}, `{name}`: "
+                         f"{text.removeprefix('queue: ')}")
+    if not items:
+        return ""
+    return ("Still in the queue of paper-scale runs (`make reproduce`; `reptile status` adds the hours left):\n\n"
+            + "\n".join(items) + "\n")
 
 
 def scoreboard_markdown(rows: Sequence[Mapping[str, Any]], link_prefix: str = "") -> str:

@@ -294,7 +294,12 @@ def test_scoreboard_markdown_links_chapters_and_has_no_gaps(tmp_path):
     assert all(line.count("|") == len(report.SCOREBOARD_DISPLAY) + 1 for line in lines)
     assert "| **{doc}`Table 2: few-shot Omniglot <executed/04_omniglot>`** | | | | |" in lines
     heading = lines.index("| **{doc}`Table 2: few-shot Omniglot <executed/04_omniglot>`** | | | | |")
-    assert lines[heading + 1].startswith("| Reptile, 1-shot 5-way | 95.39 ± 0.09 | — | unfinished (queue: seed 0 ")
+    assert lines[heading + 1].startswith("| Reptile, 1-shot 5-way | 95.39 ± 0.09 | — | unfinished | not finished yet |")
+    # where the queue stands is said once, under the table, not in every cell
+    assert "(queue:" not in md
+    assert report.queue_markdown(QUEUE).splitlines()[2:] == [
+        "- Table 2, `omniglot_5way`: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending"]
+    assert report.queue_markdown([]) == ""
     assert not re.search(r"\bnan\b|\bNone\b", md)
     with pytest.raises(ValueError, match="no scoreboard rows"):
         report.scoreboard_markdown([])

@@ -164,7 +164,9 @@ def write_scoreboard(folder: Path = GENERATED) -> Path:
     rows = report.scoreboard_rows()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "scoreboard.md"
-    path.write_text(f"{report.scoreboard_summary(rows)}\n\n{report.scoreboard_markdown(rows, 'executed/')}")
+    queue = report.queue_markdown()
+    path.write_text(f"{report.scoreboard_summary(rows)}\n\n{report.scoreboard_markdown(rows, 'executed/')}"
+                    + (f"\n{queue}" if queue else ""))
     return path
 
 
