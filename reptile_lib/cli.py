@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="where the paper-scale queue stands: done / at iteration i of n / pending")
     s.add_argument("--plan", default=None, help="plan file (default: runs/plan.toml)")
+    s.add_argument("--all", action="store_true", help="one line per unit (default: a sweep's runs that are all "
+                                                      "done or all pending at one seed share a line)")
 
     from .data.commands import add_data_commands
     add_data_commands(sub)  # reptile data fetch | check | pack
@@ -262,7 +264,7 @@ def _reproduce_workers(args, device: str) -> int:
 def _status(args) -> int:
     from .reproduce import load_plan, status_text
 
-    print(status_text(load_plan(args.plan)))
+    print(status_text(load_plan(args.plan), every_unit=args.all))
     return 0
 
 

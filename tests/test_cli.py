@@ -52,3 +52,17 @@ def test_import_is_cheap():
     t = time.time()
     subprocess.run([sys.executable, "-c", "import reptile_lib"], check=True)
     assert time.time() - t < 2.0
+
+
+def test_status_prints_the_queue_and_all_prints_every_unit(capsys):
+    """`reptile status` reads the repository's plan; a sweep's pending runs share a line unless --all."""
+    from reptile_lib.reproduce import load_plan
+
+    assert main(["status"]) == 0
+    short = capsys.readouterr().out
+    assert main(["status", "--all"]) == 0
+    every = capsys.readouterr().out
+    units = load_plan().units
+    assert len(every.splitlines()) == len(units) + 2          # a header, a line per unit, the total
+    assert len(short.splitlines()) < len(every.splitlines())
+    assert short.splitlines()[-1].startswith("known hours left:")

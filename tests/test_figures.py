@@ -175,7 +175,17 @@ def test_the_plan_generates_one_experiment_per_figure4_run_and_one_line_queues_t
     # every unit of the sweep has a status row (cost twins: FOMAML's tail changes no cost)
     rows = {r["unit"]: r for r in R.status_rows(plan)}
     assert rows["figure4_fomaml-separate_inner_batch=12-seed0"]["state"] == "pending"
-    assert "figure4_fomaml-separate_inner_batch=12-seed0" in R.status_text(plan)
+    assert "figure4_fomaml-separate_inner_batch=12-seed0" in R.status_text(plan, every_unit=True)
+    text = R.status_text(plan)   # all 39 pending: one line
+    assert "figure4/0 (39 runs)" in text and "figure4_reptile-seed0" not in text
+    # one run started: it gets its line, the pending runs before and after it share theirs
+    unit = next(u for u in plan.units if u.experiment.name == "figure4_reptile_inner_iters=6")
+    R.checkpoint_path(plan, unit).parent.mkdir(parents=True, exist_ok=True)
+    import torch
+    torch.save({"config_hash": unit.config.hash(), "iteration": 100, "wall_time_s": 10.0},
+               R.checkpoint_path(plan, unit))
+    lines = [line.split()[0] for line in R.status_text(plan).splitlines() if line.startswith("figure4")]
+    assert lines == ["figure4/0", "figure4_reptile_inner_iters=6-seed0", "figure4/0"]
 
 
 def test_a_bad_sweep_table_is_refused_with_what_to_write(tmp_path):
