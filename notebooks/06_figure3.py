@@ -12,21 +12,17 @@ max_minutes = None  # retraining: stop after this long, checkpointed; run again 
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from reptile_lib import book, figures, report, reproduce, sweeps
+from reptile_lib import book, figures, report, sweeps
 from reptile_lib.plots import experiments as plots
 from reptile_lib.plots.style import use_book_style
 
 use_book_style()
 POINTS = sweeps.figure3_points("paper")
-PLAN = reproduce.load_plan()
-CURVE_UNITS = [e.name for e in figures.curve_experiments(PLAN, "figure3").values()]
-if profile == "paper" and retrain:  # the queue's units (runs/plan.toml), as `reptile reproduce --only ...` does
-    reproduce.reproduce(PLAN, device=device, max_minutes=max_minutes, only=CURVE_UNITS, rebuild=False,
-                        install_signals=False)
-    figures.write(PLAN, "figure3")
-# results/figure3.json: the finished curves, joined by the queue (reptile_lib.figures); else a smoke run
+# results/figure3.json: the finished curves, joined by the queue (reptile_lib.figures; retrain advances the
+# queue's units of the figure first); else a smoke run
 # (sweeps.smoke_figure3: 20 meta-iterations per curve, points on 5 test tasks)
-doc, smoke_doc = sweeps.obtain_figure("figure3", profile, seed=seed, device=device)
+doc, smoke_doc = figures.obtain("figure3", profile, retrain=retrain, max_minutes=max_minutes, seed=seed,
+                                device=device)
 display(Markdown(report.claim_box("06_figure3")))
 
 # %% [markdown]

@@ -12,7 +12,7 @@ max_minutes = None  # retraining: stop after this long, checkpointed; run again 
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from reptile_lib import book, configs, figures, report, reproduce, sweeps
+from reptile_lib import book, configs, figures, report, sweeps
 from reptile_lib.plots import experiments as plots
 from reptile_lib.plots.style import use_book_style
 
@@ -20,15 +20,11 @@ use_book_style()
 POINTS = sweeps.figure4_points("paper")
 RUNS = sweeps.unique_configs(POINTS)
 BASE = configs.FIGURE4_BASE
-PLAN = reproduce.load_plan()
-RUN_UNITS = [e.name for e in figures.curve_experiments(PLAN, "figure4").values()]
-if profile == "paper" and retrain:  # the queue's units (runs/plan.toml), as `reptile reproduce --only ...` does
-    reproduce.reproduce(PLAN, device=device, max_minutes=max_minutes, only=RUN_UNITS, rebuild=False,
-                        install_signals=False)
-    figures.write(PLAN, "figure4")
-# results/figure4.json: the finished runs, joined by the queue (reptile_lib.figures); else a smoke run
+# results/figure4.json: the finished runs, joined by the queue (reptile_lib.figures; retrain advances the
+# queue's units of the figure first); else a smoke run
 # (sweeps.smoke_figure4: part of the grid, 4 meta-iterations per run, 10 test tasks)
-doc, smoke_doc = sweeps.obtain_figure("figure4", profile, seed=seed, device=device)
+doc, smoke_doc = figures.obtain("figure4", profile, retrain=retrain, max_minutes=max_minutes, seed=seed,
+                                device=device)
 display(Markdown(report.claim_box("07_figure4")))
 
 # %% [markdown]

@@ -111,3 +111,23 @@ def has_unit(plan: Any, figure: str, curve: str, seed: int) -> bool:
     if not path.exists():
         return False
     return str(seed) in json.loads(path.read_text())["extra"].get("seed_curves", {}).get(curve, {})
+
+
+def obtain(figure: str, profile: str = "paper", *, retrain: bool = False, max_minutes: float | None = None,
+           seed: int = 0, device: str = "cpu", plan: Any = None) -> tuple[dict | None, dict | None]:
+    """What a figure chapter shows, ``(paper_doc, smoke_doc)`` (:func:`reptile_lib.sweeps.obtain_figure`).
+
+    With ``retrain`` (profile ``paper``) the queue's units of the figure advance first, resumably, as
+    ``reptile reproduce --only ...`` would (``max_minutes``: stop in time, checkpointed), and
+    ``results/<figure>.json`` is rewritten from the runs finished so far.
+    """
+    from . import reproduce
+    from .sweeps import obtain_figure
+
+    if profile == "paper" and retrain:
+        plan = plan or reproduce.load_plan()
+        units = [e.name for e in curve_experiments(plan, figure).values()]
+        reproduce.reproduce(plan, device=device, max_minutes=max_minutes, only=units, rebuild=False,
+                            install_signals=False)
+        write(plan, figure)
+    return obtain_figure(figure, profile, seed=seed, device=device)

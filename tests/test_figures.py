@@ -241,3 +241,17 @@ def test_figure4_is_assembled_from_its_runs_judged_and_drawn(plan):
     assert len(fig.axes) >= 3
     ax = plots.figure4_curves(doc)
     assert len(ax.get_lines()) >= 39
+
+
+def test_a_chapter_retraining_a_figure_advances_exactly_its_units_of_the_queue(plan, monkeypatch):
+    calls = []
+    monkeypatch.setattr(R, "reproduce", lambda p, **kw: calls.append(kw))
+    monkeypatch.setattr(sweeps, "obtain_figure", lambda figure, profile, **kw: ("paper doc", None))
+    exp = next(iter(figures.curve_experiments(plan, "figure4").values()))
+    _write_run(plan, exp, 0.9)
+    assert figures.obtain("figure4", "paper", retrain=True, max_minutes=3, plan=plan) == ("paper doc", None)
+    assert sorted(calls[0]["only"]) == sorted(e.name for e in figures.curve_experiments(plan, "figure4").values())
+    assert calls[0]["max_minutes"] == 3 and calls[0]["rebuild"] is False
+    assert (plan.results / "figure4.json").exists()     # rewritten from the runs finished so far
+    figures.obtain("figure3", "smoke", retrain=True, plan=plan)   # a smoke page trains nothing of the queue
+    assert len(calls) == 1
