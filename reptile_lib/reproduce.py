@@ -429,8 +429,26 @@ def status_text(plan: Plan, every_unit: bool = False) -> str:
         ms_text = f"{ms:.1f}" if ms is not None else "—"
         h = "—" if hours is None else f"{hours:.1f}" + ("+eval" if estimated else "")
         lines.append(f"{unit:{w}} {state:40} {ms_text:>8} {h:>10}")
-    lines.append(f"known hours left: {total:.1f} (units never run have no measured speed yet)")
+    never = [u for u, r in zip(units, rows) if r["hours_left"] is None and r["state"] == "pending"]
+    guess = [estimated_hours(u) for u in never]
+    text = f"known hours left: {total:.1f} (measured speeds)"
+    if never:
+        known = [g for g in guess if g is not None]
+        text += (f"; {len(never)} unit(s) never run" + (f", about {sum(known):.1f} h for {len(known)} of them on one "
+                                                         "quiet CPU core (the cost model, sweeps.CostModel)" if known else ""))
+    lines.append(text)
     return "\n".join(lines)
+
+
+def estimated_hours(unit: Unit) -> float | None:
+    """Hours a unit never run should take on one quiet core of this project's CPU (training, curve,
+    evaluation; ``sweeps.CostModel``), None where no CPU cost is fitted (only Omniglot's is)."""
+    from .sweeps import estimate
+
+    if unit.config.dataset != "omniglot":
+        return None
+    e = estimate([unit.config], "cpu", batched=False, eval_tasks=[n for _, n in unit.experiment.evaluate])
+    return (e["total_s"] - e["startup_s"]) / 3600
 
 
 # ---------------------------------------------------------------- workers

@@ -178,6 +178,11 @@ def test_the_plan_generates_one_experiment_per_figure4_run_and_one_line_queues_t
     assert "figure4_fomaml-separate_inner_batch=12-seed0" in R.status_text(plan, every_unit=True)
     text = R.status_text(plan)   # all 39 pending: one line
     assert "figure4/0 (39 runs)" in text and "figure4_reptile-seed0" not in text
+    # never run: the cost model prices them, as the chapter's budget table does (less its start-up)
+    assert f"{len(plan.units)} unit(s) never run, about" in text.splitlines()[-1]
+    whole = sweeps.estimate(sweeps.unique_configs(sweeps.figure4_points()), "cpu", batched=False)
+    assert sum(R.estimated_hours(u) for u in units) == pytest.approx((whole["total_s"] - whole["startup_s"]) / 3600)
+    assert R.estimated_hours(next(u for u in plan.units if u.config.dataset == "cifar_fs")) is None
     # one run started: it gets its line, the pending runs before and after it share theirs
     unit = next(u for u in plan.units if u.experiment.name == "figure4_reptile_inner_iters=6")
     R.checkpoint_path(plan, unit).parent.mkdir(parents=True, exist_ok=True)
