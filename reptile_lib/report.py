@@ -527,7 +527,7 @@ def expected_config(name: str) -> Any:
         return taylor.get_config("paper")
     if name == "geometry":
         return geometry.get_config("paper")
-    if name in ("figure3", "figure4"):
+    if name in sweeps.FIGURES:
         return sweeps.figure_config(name, "paper")
     from .reproduce import load_plan
 
@@ -560,7 +560,9 @@ def _queue_text(name: str, queue: Sequence[Mapping[str, Any]], done_seeds: Seque
 
     Figures 3 and 4 are one experiment per run (``figure3_<curve>``, ``figure4_<run>``): counted per seed
     ('queue: seed 0: 3 of 10 curves done, figure3_g4 training: 2,000 of 40,000, 6 pending')."""
-    if name in ("figure3", "figure4"):   # a seed counts as done only when all of its runs are
+    from .sweeps import FIGURES
+
+    if name in FIGURES:   # a seed counts as done only when all of its runs are
         return _figure_queue_text(name, queue)
     prefix = f"{name}-seed"
     units = [(int(r["unit"][len(prefix):]), r["state"]) for r in queue
@@ -617,8 +619,10 @@ def _scale(name: str, doc: Mapping[str, Any] | None, queue: Sequence[Mapping[str
 
 def _unit_of(name: str, unit: str) -> bool:
     """Whether queue unit ``unit`` ('omniglot_5way-seed0') belongs to results file ``name`` (a figure: its runs)."""
+    from .sweeps import FIGURES
+
     exp, _, seed = unit.rpartition("-seed")
-    return seed.isdigit() and (exp == name or (name in ("figure3", "figure4") and exp.startswith(f"{name}_")))
+    return seed.isdigit() and (exp == name or (name in FIGURES and exp.startswith(f"{name}_")))
 
 
 def _device(doc: Mapping[str, Any] | None) -> str:

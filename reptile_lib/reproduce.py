@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -405,24 +406,26 @@ def status_text(plan: Plan, every_unit: bool = False) -> str:
     """``reptile status``: one line per unit; the units of a sweep that are all done, or all pending, at
     one seed share one line (``every_unit``: one line each)."""
     rows = status_rows(plan)
-    lines, total = [], 0.0
     units = list(plan.units)
-    i = 0
-    entries = []   # (unit column, state, ms/iter, hours)
-    while i < len(units):
-        sweep, r = _sweep_of(units[i]), rows[i]
-        j = i + 1
-        while (not every_unit and sweep is not None and j < len(units) and _sweep_of(units[j]) == sweep
-               and units[j].seed == units[i].seed and rows[j]["state"] == r["state"] and r["state"] in ("done", "pending")):
-            j += 1
-        if j - i > 1:
-            hours = [q["hours_left"] for q in rows[i:j]]
+
+    def group(i: int) -> Any:   # consecutive units sharing a key share a line (a unique key: a line each)
+        sweep, state = _sweep_of(units[i]), rows[i]["state"]
+        if every_unit or sweep is None or state not in ("done", "pending"):
+            return i
+        return sweep, units[i].seed, state
+
+    entries = []   # (unit column, state, ms/iter, hours left, evaluation estimated)
+    for key, members in itertools.groupby(range(len(units)), key=group):
+        idx = list(members)
+        r = rows[idx[0]]
+        if len(idx) > 1:
+            hours = [rows[i]["hours_left"] for i in idx]
             known = None if any(h is None for h in hours) else sum(hours)
-            entries.append((f"{sweep}/{units[i].seed} ({j - i} runs)", r["state"], None, known, False))
+            entries.append((f"{key[0]}/{key[1]} ({len(idx)} runs)", r["state"], None, known, False))
         else:
             entries.append((r["unit"], r["state"], r["ms_per_iter"], r["hours_left"], r["eval_estimated"]))
-        total += sum(q["hours_left"] or 0.0 for q in rows[i:j])
-        i = j
+    total = sum(r["hours_left"] or 0.0 for r in rows)
+    lines = []
     w = max([34, *(len(e[0]) for e in entries)])
     lines.append(f"{'unit':{w}} {'state':40} {'ms/iter':>8} {'hours left':>10}")
     for unit, state, ms, hours, estimated in entries:
