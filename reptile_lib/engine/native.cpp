@@ -388,6 +388,18 @@ __attribute__((noinline)) static void conv_backward(const Layer& l, int B, const
 // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * invstd.
 enum Upstream { DENSE = 0, MASKED = 1, POOLED = 2 };
 
+// `take ? yes : no` on the values' bits: both are computed before, so the loop has no branch and vectorises
+// (exactly the value the branch would give, a negative zero included).
+template <typename T> struct Bits;
+template <> struct Bits<float> { typedef uint32_t U; };
+template <> struct Bits<double> { typedef uint64_t U; };
+template <typename T>
+static inline T pick(bool take, T yes, T no) {
+  typedef typename Bits<T>::U U;
+  const U m = (U)0 - (U)take;
+  return __builtin_bit_cast(T, (U)((__builtin_bit_cast(U, yes) & m) | (__builtin_bit_cast(U, no) & ~m)));
+}
+
 template <typename T, int FORM>
 __attribute__((noinline)) static void norm_backward(const Layer& l, const Layer* pl, const T* x, const T* gamma,
                                                     const double* stats, const T* dy, const T* out,
@@ -437,11 +449,18 @@ __attribute__((noinline)) static void norm_backward(const Layer& l, const Layer*
           const int64_t o = (((int64_t)n * pl->hout + oh) * pl->wout + ow) * C;
           for (int ih = 2 * oh; ih < std::min(2 * oh + 2, hin); ++ih)
             for (int iw = 2 * ow; iw < std::min(2 * ow + 2, win); ++iw) {
-              const int64_t at = (((int64_t)n * hin + ih) * win + iw) * C;
+              const int32_t at = (int32_t)((((int64_t)n * hin + ih) * win + iw) * C);
+              const T* xa = x + at;
+              T* da = dx + at;
+              // both values computed and one picked by a bit mask: a branch on the maximum's (random) place
+              // was mispredicted a quarter of the time, and a `?:` between two computed values is left
+              // scalar by the compiler (it could raise a floating-point exception the branch avoided);
+              // measured, this loop was a third of a CIFAR-FS meta-iteration. No overlap between maps: ivdep.
+#pragma GCC ivdep
               for (int c = 0; c < C; ++c) {
-                const T dense = k[c] * (x[at + c] - mu[c]) + b[c];
-                const bool hit = where[o + c] == (int32_t)(at + c) && out[o + c] > T(0);
-                dx[at + c] = hit ? dense + a[c] * dy[o + c] : dense;
+                const T dense = k[c] * (xa[c] - mu[c]) + b[c];
+                const T both = dense + a[c] * dy[o + c];
+                da[c] = pick((where[o + c] == at + c) & (out[o + c] > T(0)), both, dense);
               }
             }
         }
