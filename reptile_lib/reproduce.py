@@ -699,17 +699,35 @@ def unfinished_curves(plan: Plan, experiment: str) -> dict | None:
             "extra": {"history": histories, "iterations": iterations}}
 
 
-def _write_figures(plan: Plan, unit: Unit, missing_only: bool = False) -> None:
+def _write_figures(plan: Plan, unit: Unit, missing_only: bool = False) -> bool | None:
     """A run of Figure 3 or 4 finished: rewrite ``results/<figure>.json`` from the runs finished so far
-    (``missing_only``: only if that file lacks this unit, e.g. after a stop between the two files)."""
+    (``missing_only``: only if that file lacks this unit, e.g. after a stop between the two files).
+    Returns None for a unit of no figure, else whether every run of its figure at its seed is in the file."""
     from . import figures
 
     figure = figures.figure_of(plan, unit.config.name)
     if figure is None:
-        return
-    if missing_only and figures.has_unit(plan, figure, unit.config.name, unit.seed):
-        return
-    figures.write(plan, figure)
+        return None
+    if not (missing_only and figures.has_unit(plan, figure, unit.config.name, unit.seed)):
+        figures.write(plan, figure)
+    runs = figures.curve_experiments(plan, figure)
+    return all(figures.has_unit(plan, figure, u.config.name, unit.seed)
+               for u in plan.units if u.seed == unit.seed and u.config.name in runs)
+
+
+# A figure's runs finish one after another (Figure 4's sweep: 39 runs in a few hours), and re-executing
+# its chapter costs about half a minute of a core: it is re-executed when the last run of the figure's
+# seed finishes, and in between at most once in this many seconds.
+FIGURE_CHAPTER_EVERY_S = 3600.0
+
+
+def _chapter_due(chapter: str, seed_complete: bool | None, now: float | None = None) -> bool:
+    """Whether a finished unit re-executes its chapter (``seed_complete``: from :func:`_write_figures`)."""
+    if seed_complete is None or seed_complete:   # not a figure's run, or the figure's seed is whole
+        return True
+    executed = ROOT / "book" / "executed" / f"{chapter}.ipynb"
+    now = time.time() if now is None else now
+    return not executed.exists() or now - executed.stat().st_mtime >= FIGURE_CHAPTER_EVERY_S
 
 
 def _path_name(step: Callable | None) -> str:
@@ -788,8 +806,8 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
     if finished and summarize:
         with claim(plan, "results", wait=True):   # one writer of results/ and book/executed/ at a time
             write_experiment_results(plan, unit.experiment.name)
-            _write_figures(plan, unit)
-            if rebuild and unit.experiment.chapter:
+            seed_complete = _write_figures(plan, unit)
+            if rebuild and unit.experiment.chapter and _chapter_due(unit.experiment.chapter, seed_complete):
                 _rebuild_chapter(unit.experiment.chapter)
     return finished
 

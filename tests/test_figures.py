@@ -100,6 +100,26 @@ def test_the_queue_writes_the_figure_once_when_a_curve_is_done(plan):
     assert (plan.results / "figure3.json").read_text() == first
 
 
+def test_a_figures_chapter_is_re_executed_when_its_seed_is_whole_and_at_most_hourly_before(plan):
+    units = {(u.experiment.name, u.seed): u for u in plan.units}
+    other = units[("omniglot_5way", 0)]
+    assert R._write_figures(plan, other) is None and R._chapter_due("04_omniglot", None)
+    labels = list(LEVELS)
+    for label in labels[:-1]:
+        _write_curve(plan, label, {0: LEVELS[label]})
+        exp = figures.curve_experiments(plan, "figure3")[f"figure3[{label}]"]
+        assert R._write_figures(plan, units[(exp.name, 0)]) is False     # seed 0 not whole yet
+    executed = REPO_ROOT / "book" / "executed" / "06_figure3.ipynb"
+    mtime = executed.stat().st_mtime
+    assert not R._chapter_due("06_figure3", False, now=mtime + 60)       # re-executed a minute ago
+    assert R._chapter_due("06_figure3", False, now=mtime + R.FIGURE_CHAPTER_EVERY_S)
+    _write_curve(plan, labels[-1], {0: LEVELS[labels[-1]]})
+    last = figures.curve_experiments(plan, "figure3")[f"figure3[{labels[-1]}]"]
+    assert R._write_figures(plan, units[(last.name, 0)]) is True         # the last curve of seed 0
+    assert R._chapter_due("06_figure3", True, now=mtime + 60)
+    _write_curve(plan, "g1", {0: LEVELS["g1"], 1: 0.31})                 # seed 1 has begun: not whole
+    assert R._write_figures(plan, units[("figure3_g1", 1)]) is False
+
 def test_the_scoreboard_counts_figure3_curves_per_seed(plan):
     queue = [{"unit": f"figure3_{c}-seed{s}", "state": "pending"} for s in (0, 1) for c in ("g1", "g2", "g3")]
     queue[0]["state"] = "done"
