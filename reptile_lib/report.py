@@ -959,14 +959,21 @@ def claim_box(chapter: str, rows: Sequence[Mapping[str, Any]] | None = None, not
             items = [f"{c} ({r['Paper']})" for c, r in zip(items, group)]
         claim = (f"{head}: " if head else "") + "; ".join(items)
         paper_text = f" Paper: {group[0]['Paper']}." if same else ""
-        status = scale[len("not run yet ("):-1] if scale.startswith("not run yet (") else scale
-        lines.append(f"- **{claim}.**{paper_text} Ours: none yet ({status}). **Verdict: {v}.**")
+        lines.append(f"- **{claim}.**{paper_text} Ours: {_none_yet(scale)}. **Verdict: {v}.**")
     if shared:
         lines += ["", f"Our numbers: {scale_of(measured[0])}, on {measured[0]['Device']}."]
     if note:
         lines += ["", note]
     lines.append(":::")
     return "\n".join(lines) + "\n"
+
+
+def _none_yet(scale: str) -> str:
+    """'unfinished (queue: seed 0 training: ...)' -> 'none yet; in the queue, seed 0 training: ...'."""
+    for prefix in ("not run yet (queue: ", "unfinished (queue: "):
+        if scale.startswith(prefix) and scale.endswith(")"):
+            return "none yet; in the queue, " + scale[len(prefix):-1]
+    return f"none yet ({scale})"
 
 
 def html_table(rows: Sequence[Mapping[str, Any]] | Any, columns: Mapping[str, str] | None = None):

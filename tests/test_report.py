@@ -322,6 +322,8 @@ def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
     box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
     assert box.startswith(":::{admonition}") and box.rstrip().endswith(":::")
     assert "Verdict: not finished yet" in box and "95.39 ± 0.09" in box
+    # where the run stands, said once and without nested parentheses
+    assert "Ours: none yet; in the queue, seed 0 training: 12,000 of 100,000; seeds 1, 2 pending. **Verdict" in box
     _write_omniglot(tmp_path)
     box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
     assert "Verdict: within" in box
