@@ -12,7 +12,7 @@ n_seeds = 1
 import json
 
 import torch
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from reptile_lib import book, configs, report, reproduce, results
 
@@ -38,17 +38,23 @@ display(Markdown(
 #
 # ## The paper-scale runs, as they ran
 #
-# One row per segment of the queue (`runs/logs/<unit>.jsonl`): a segment is one stretch of work on a
-# unit between a start and a stop. Milliseconds per meta-iteration include the learning-curve
-# points evaluated during training, and whatever else the machine was doing at the time.
+# One row per unit of the queue that has run (`runs/logs/<unit>.jsonl`). A unit runs in segments: a
+# segment is one stretch of work between a start and a stop, and a run of many hours spans many
+# working sittings, commits and sometimes machines. Milliseconds per meta-iteration are those of the
+# path the unit trains with now, learning-curve points included, with whatever else the machine was
+# doing at the time; the segments themselves follow the table.
 
 # %% tags=["remove-input"]
+UNIT_COLUMNS = {"unit": "Unit", "segments": "Segments", "days": "Ran (UTC)", "iterations": "Meta-iterations",
+                "training hours": "Training (h)", "ms / iteration": "ms / iteration, path now",
+                "evaluation": "Evaluation"}
 SEGMENT_COLUMNS = {"unit": "Unit", "started": "Started (UTC), commit", "path": "Training step (threads)",
                    "iterations": "Meta-iterations", "ms / iteration": "ms / iteration", "evaluation": "Evaluation"}
 seg_rows = reproduce.segment_rows(PLAN)
 if seg_rows:
     display(Markdown(f"Machines: {'; '.join(sorted({r['device'] for r in seg_rows}))}."))
-    display(report.html_table([dict(r, unit=book.breakable(r["unit"])) for r in seg_rows], SEGMENT_COLUMNS))
+    display(report.html_table([dict(r, unit=book.breakable(r["unit"])) for r in reproduce.unit_rows(PLAN)],
+                              UNIT_COLUMNS))
 else:
     display(Markdown("No unit of the queue has run yet."))
 left = [r for r in reproduce.status_rows(PLAN) if r["state"] != "done" and r["state"] != "pending"]
@@ -65,6 +71,12 @@ for r in left:
              if r["eval_estimated"] else f"about {r['hours_left']:.1f} hours left, training and evaluation")
     display(Markdown(f"**{r['unit']}**: {r['state']}; at {r['ms_per_iter']:.0f} ms per meta-iteration (the segments "
                      f"on its current path), {to_go}."))
+
+# %% tags=["remove-input"]
+if seg_rows:   # folded: a few rows per unit, hundreds over the whole reproduction
+    segment_table = report.html_table([dict(r, unit=book.breakable(r["unit"])) for r in seg_rows], SEGMENT_COLUMNS)
+    display(HTML(f"<details><summary>Every segment ({len(seg_rows)}): when it started, at which commit, on which "
+                 f"path, how fast</summary>{segment_table.data}</details>"))
 
 # %% [markdown]
 # ## Recorded benchmarks

@@ -357,6 +357,31 @@ def segment_rows(plan: Plan) -> list[dict]:
     return rows
 
 
+def unit_rows(plan: Plan) -> list[dict]:
+    """One row per unit with recorded segments: over how many segments, commits and days it ran, the
+    meta-iterations and hours of training, its speed on the path it trains with now, its evaluation."""
+    rows = []
+    for unit in plan.units:
+        segs = segments(plan, unit)
+        if not segs:
+            continue
+        days = sorted({s.get("started", "")[:10] for s in segs if s.get("started")})
+        train_s = sum(s.get("train_s", 0.0) for s in segs)
+        reached = max((s["iteration"] for s in segs if "iteration" in s), default=0)
+        ev = [s for s in segs if s.get("eval_tasks", 0) > 0 and s.get("eval_s")]
+        tasks = sum(s["eval_tasks"] for s in ev)
+        speed = _measured_speed(plan, unit)
+        rows.append({"unit": unit.id,
+                     "segments": f"{len(segs)} ({len({s.get('commit') for s in segs})} commits)",
+                     "days": days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "",
+                     "iterations": f"{reached:,} of {unit.config.meta_iters:,}",
+                     "training hours": round(train_s / 3600, 1),
+                     "ms / iteration": round(speed[1], 1) if speed else None,
+                     "evaluation": (f"{tasks:,} tasks, {sum(s['eval_s'] for s in ev) / tasks:.2f} s each"
+                                    if tasks else None)})
+    return rows
+
+
 def eval_seconds_per_task(plan: Plan, unit: Unit) -> float | None:
     """Measured seconds per evaluation task: the unit's own; before it has any, the most recently measured
     unit evaluated the same way (:func:`_eval_twins`)."""

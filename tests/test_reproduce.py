@@ -306,3 +306,25 @@ def test_two_carries_of_one_seed_are_compared_task_by_task(tmp_path, omniglot_ro
     other_seed = R.Unit(released.experiment, 1)
     with pytest.raises(ValueError, match="same seed"):
         R.paired_by_task(plan, released, other_seed)
+
+
+def test_the_performance_page_summarises_each_units_segments(tmp_path):
+    """One row per unit that ran: segments and commits, days, iterations reached, hours, speed on the path now."""
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    assert R.unit_rows(plan) == []
+    slow = {"train_path": "algorithms.meta_step", "kernels": "torch", "commit": "aaa"}
+    fast = {"train_path": "engine.sequential.SequentialMetaStep", "kernels": "native", "commit": "bbb"}
+    for started, path, its, reached, train_s, extra in [
+            ("2026-01-01T10:00:00+0000", slow, 4, 4, 40.0, {}),
+            ("2026-01-02T10:00:00+0000", fast, 6, 10, 6.0, {}),
+            ("2026-01-02T12:00:00+0000", fast, 2, 12, 2.0, {"eval_tasks": 300, "eval_s": 150.0})]:
+        R._log_segment(plan, unit, {"started": started, **path, "iterations": its, "iteration": reached,
+                                    "train_s": train_s, **extra})
+    [row] = R.unit_rows(plan)
+    assert row["unit"] == unit.id and row["segments"] == "3 (2 commits)"
+    assert row["days"] == "2026-01-01 to 2026-01-02" and row["iterations"] == f"12 of {unit.config.meta_iters:,}"
+    assert row["training hours"] == round(48.0 / 3600, 1) and row["evaluation"] == "300 tasks, 0.50 s each"
+    # the path it trains with now only: 8 s over 8 iterations, not the slow first segment's 10 s per iteration
+    assert row["ms / iteration"] == 1000.0
+    assert len(R.segment_rows(plan)) == 3
