@@ -193,6 +193,31 @@ def table2_rows(docs: Mapping[str, Mapping[str, Any] | None], show_smoke: bool =
     return comparison_rows([n for n in paper.TABLE2 if n.config], docs, show_smoke)
 
 
+def table2_takeaways(docs: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+    """Table 2 in a few sentences (the Omniglot chapter's summary): how many of the cells we have run are
+    within the paper's uncertainty (:func:`verdict`), which are not, and which are not produced yet."""
+    rows = table2_rows(docs)
+    judged = [r for r in rows if r["ours"] != "—"]
+    out = []
+    if judged:
+        within = [r for r in judged if r["verdict"].startswith("within")]
+        seeds = "; ".join(
+            f"{name}: {len(d['provenance']['seeds'])} of {len(d['provenance'].get('seeds_planned', d['provenance']['seeds']))} "
+            "seeds" for name, d in docs.items() if d is not None)
+        out.append(f"**{len(within)} of the {len(judged)} cells we have run are within the paper's uncertainty** "
+                   f"({seeds}).")
+        out += [f"{r['algorithm']}, {r['setting']}: {r['verdict']} (paper {r['paper']}, ours {r['ours']})."
+                for r in judged if r not in within]
+    missing: dict[str, list[str]] = {}
+    for r in rows:
+        if r["ours"] == "—":
+            missing.setdefault(r["setting"], []).append(r["algorithm"])
+    if missing:
+        out.append(f"Not produced yet, {sum(map(len, missing.values()))} cells: " + "; ".join(
+            f"{setting} ({', '.join(algs)})" for setting, algs in missing.items()) + ".")
+    return out
+
+
 def verdict_summary(numbers: Iterable[Any], docs: Mapping[str, Mapping[str, Any] | None]) -> str:
     """'8 cells: 5 within, 2 below, 1 above' (or why none is compared), deterministic."""
     counts: dict[str, int] = {}

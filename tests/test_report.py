@@ -351,3 +351,17 @@ def test_device_lists_are_shortened_for_tables_one_model_with_its_thread_counts(
     assert report.short_device(moved) == "AMD EPYC CPU, 1 thread; Intel Xeon CPU, 1 thread"
     assert report.short_device("cpu (1 threads, x86_64)") == "CPU, 1 thread"          # no model, older wording
     assert report.short_device("NVIDIA H100 80GB HBM3") == "NVIDIA H100 80GB HBM3"    # not a CPU: as it is
+
+
+def test_table2_takeaways_count_the_cells_within_and_name_the_others(tmp_path):
+    from reptile_lib.results import load_results
+
+    assert report.table2_takeaways({}) == [
+        "Not produced yet, 8 cells: 1-shot 5-way (Reptile, Reptile + transduction); 5-shot 5-way (Reptile, "
+        "Reptile + transduction); 1-shot 20-way (Reptile, Reptile + transduction); 5-shot 20-way (Reptile, "
+        "Reptile + transduction)."]
+    doc = load_results(_write_omniglot(tmp_path))   # transductive 1-shot at 90%: far below the paper's 97.68
+    out = report.table2_takeaways({"omniglot_5way": doc, "omniglot_20way": None})
+    assert out[0] == "**3 of the 4 cells we have run are within the paper's uncertainty** (omniglot_5way: 1 of 3 seeds)."
+    assert out[1].startswith("Reptile + transduction, 1-shot 5-way: below by ") and "paper 97.68 ± 0.04" in out[1]
+    assert out[2].startswith("Not produced yet, 4 cells: 1-shot 20-way") and len(out) == 3
