@@ -218,6 +218,11 @@ def test_table2_and_cifar_rows_use_the_papers_numbers():
     assert [r["data set"] for r in cifar][-2:] == ["Mini-ImageNet", "Mini-ImageNet"]
     assert all("no verdict" in r["note"] for r in cifar[-2:])
     assert cifar[0]["1-shot 5-way"] == report.PENDING
+    # each published anchor names its source, the table it was read from, and its network
+    anchors = {r["algorithm"]: r for r in cifar if r["data set"] == "CIFAR-FS" and "(ours)" not in r["algorithm"]}
+    assert anchors["MAML"]["1-shot 5-way"] == "58.9 ± 1.9" and "32-32-32-32" in anchors["MAML"]["note"]
+    assert "64-64-64-64" in anchors["prototypical networks"]["note"]
+    assert all("Lee et al. 2019 (MetaOptNet), Table 2" in r["note"] for r in anchors.values())
 
 
 # ---------------------------------------------------------------- the scoreboard
