@@ -286,3 +286,25 @@ def test_unit_names_can_wrap_in_a_table_cell():
 
     assert book.breakable("figure3_avg_g1+g2+g3+g4-seed0") == "figure3_<wbr>avg_<wbr>g1+<wbr>g2+<wbr>g3+<wbr>g4<wbr>-seed0"
     assert book.breakable("omniglot_5way-seed1").replace("<wbr>", "") == "omniglot_5way-seed1"
+
+
+def test_two_builds_at_once_keep_each_others_notebooks(monkeypatch, tmp_path):
+    """The queue re-executes a chapter when a run finishes, perhaps while another build runs: each build
+    stages its notebooks apart, and leaves no staging folder behind."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_book_under_test", ROOT / "tools" / "build_book.py")
+    bb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bb)
+    monkeypatch.setattr(bb, "ROOT", tmp_path)
+    monkeypatch.setattr(bb, "EXECUTED", tmp_path / "executed")
+
+    def fake_execute(source, parameters, out_dir):
+        if source.stem == "b":   # another build starts and finishes while this one is half done
+            bb.execute_all([tmp_path / "other.py"], {})
+        (out_dir / f"{source.stem}.ipynb").write_text("{}")
+
+    monkeypatch.setattr(bb, "execute", fake_execute)
+    bb.execute_all([tmp_path / "a.py", tmp_path / "b.py"], {})
+    assert sorted(p.name for p in (tmp_path / "executed").iterdir()) == ["a.ipynb", "b.ipynb", "other.ipynb"]
+    assert list((tmp_path / "_build").iterdir()) == []

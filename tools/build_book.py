@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -108,17 +109,22 @@ def execute_all(sources: list[Path], parameters: dict) -> None:
     provenance is not marked dirty by this build's own outputs), and a failure leaves every
     committed executed notebook untouched.
     """
-    staging = ROOT / "_build" / "executed-staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    # a staging folder of its own: the queue re-executes a chapter when a run finishes, perhaps while
+    # another build runs, and a shared folder would be emptied under the other build
+    (ROOT / "_build").mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="executed-staging-", dir=ROOT / "_build"))
     total = time.time()
-    for source in sources:
-        t = time.time()
-        print(f"build_book: executing {source.relative_to(ROOT)} {parameters}", flush=True)
-        execute(source, parameters, staging)
-        print(f"build_book:   done in {time.time() - t:.0f} s", flush=True)
-    EXECUTED.mkdir(parents=True, exist_ok=True)
-    for nb in sorted(staging.glob("*.ipynb")):
-        os.replace(nb, EXECUTED / nb.name)
+    try:
+        for source in sources:
+            t = time.time()
+            print(f"build_book: executing {source.relative_to(ROOT)} {parameters}", flush=True)
+            execute(source, parameters, staging)
+            print(f"build_book:   done in {time.time() - t:.0f} s", flush=True)
+        EXECUTED.mkdir(parents=True, exist_ok=True)
+        for nb in sorted(staging.glob("*.ipynb")):
+            os.replace(nb, EXECUTED / nb.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"build_book: executed {len(sources)} notebooks in {time.time() - total:.0f} s -> "
           f"{EXECUTED.relative_to(ROOT)}/", flush=True)
 
