@@ -53,10 +53,13 @@ def ensure_kernel() -> None:
     subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL], check=True)
 
 
-def to_ipynb(source: Path) -> Path:
-    """``jupytext --to ipynb`` (a fresh notebook from the .py: no outputs, no kernel metadata)."""
-    subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", str(source)], check=True, cwd=ROOT)
-    return source.with_suffix(".ipynb")
+def to_ipynb(source: Path, out_dir: Path) -> Path:
+    """``jupytext --to ipynb`` into ``out_dir`` (a fresh notebook from the .py: no outputs, no kernel
+    metadata), beside nothing another build could be writing at the same time."""
+    target = out_dir / f".{source.stem}.source.ipynb"
+    subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", "-o", str(target), str(source)],
+                   check=True, cwd=ROOT)
+    return target
 
 
 def strip_run_metadata(path: Path) -> None:
@@ -86,10 +89,10 @@ def execute(source: Path, parameters: dict, out_dir: Path) -> Path:
     """Run one notebook with papermill into ``out_dir``; nothing is left there if it fails."""
     import papermill
 
-    ipynb = to_ipynb(source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / ipynb.name
-    tmp = out_dir / f".{ipynb.stem}.tmp.ipynb"
+    ipynb = to_ipynb(source, out_dir)
+    target = out_dir / f"{source.stem}.ipynb"
+    tmp = out_dir / f".{source.stem}.tmp.ipynb"
     try:
         papermill.execute_notebook(str(ipynb), str(tmp), parameters=parameters, kernel_name=KERNEL,
                                    language="python", cwd=str(NOTEBOOKS), progress_bar=False)
@@ -99,6 +102,8 @@ def execute(source: Path, parameters: dict, out_dir: Path) -> Path:
         if tmp.exists():
             tmp.unlink()
         raise
+    finally:
+        ipynb.unlink(missing_ok=True)
     return target
 
 
