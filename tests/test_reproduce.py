@@ -328,3 +328,38 @@ def test_the_performance_page_summarises_each_units_segments(tmp_path):
     # the path it trains with now only: 8 s over 8 iterations, not the slow first segment's 10 s per iteration
     assert row["ms / iteration"] == 1000.0
     assert len(R.segment_rows(plan)) == 3
+
+
+CIFAR_PLAN = """
+units = ["cf/0"]
+[experiment.cf]
+config = "cifar_fs_5way"
+set = { adam_carry = "sequential", batched = false, meta_iters = 4 }
+evals = [{ shots = 1, eval_batch = 5, eval_iters = 2 }, { shots = 5, eval_batch = 15, eval_iters = 2 }]
+evaluate = { test = 6 }
+curve = { split = "val", every = 2, tasks = 3 }
+"""
+
+
+def test_a_cifar_fs_unit_writes_what_its_chapter_shows(tmp_path):
+    """A CIFAR-FS unit of the queue, end to end on the real data at a tiny size: the results file it writes
+    fills the chapter's four cells of ours, its validation-class curve and its provenance line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from reptile_lib import book, report
+    from reptile_lib.plots import experiments as plots
+    from reptile_lib.results import load_results
+
+    root = str(real_folder("cifar_fs", ("classes.csv", "images")).parent)
+    plan = _plan(tmp_path, CIFAR_PLAN)
+    assert R.run_unit(plan, plan.units[0], data_root=root, rebuild=False)
+    doc = load_results(R.results_path(plan, "cf"), plan.experiments["cf"].config, "paper")
+    assert doc["provenance"]["finished"] and doc["extra"]["data"]["test"]["name"] == "cifar_fs/test"
+    ours = [r for r in report.cifar_fs_rows(doc) if r["algorithm"].endswith("(ours)")]
+    cells = [r[s] for r in ours for s in ("1-shot 5-way", "5-shot 5-way")]
+    assert len(cells) == 4 and all(c.endswith("(1 seed)") and "±" in c for c in cells), cells
+    assert [q["iteration"] for q in doc["extra"]["history"]["0"] if "val_nontransductive" in q] == [1, 2, 4]
+    ax = plots.learning_curves(doc, title="CIFAR-FS")
+    assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == ["val classes"]
+    assert book.provenance_line(doc).startswith("paper-scale run on cpu")
