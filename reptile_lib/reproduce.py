@@ -727,16 +727,21 @@ def unfinished_curves(plan: Plan, experiment: str) -> dict | None:
 def _write_figures(plan: Plan, unit: Unit, missing_only: bool = False) -> bool | None:
     """A run of Figure 3 or 4 finished: rewrite ``results/<figure>.json`` from the runs finished so far
     (``missing_only``: only if that file lacks this unit, e.g. after a stop between the two files).
-    Returns None for a unit of no figure, else whether every run of its figure at its seed is in the file."""
+    Returns None for a unit of no figure, else whether every run of its figure at its seed is in the file
+    (``missing_only``: not asked, None)."""
     from . import figures
 
     figure = figures.figure_of(plan, unit.config.name)
     if figure is None:
         return None
-    if not (missing_only and figures.has_unit(plan, figure, unit.config.name, unit.seed)):
-        figures.write(plan, figure)
+    if missing_only:
+        if not figures.has_unit(plan, figure, unit.config.name, unit.seed):
+            figures.write(plan, figure)
+        return None
+    path = figures.write(plan, figure)
+    seed_curves = json.loads(path.read_text())["extra"].get("seed_curves", {}) if path is not None else {}
     runs = figures.curve_experiments(plan, figure)
-    return all(figures.has_unit(plan, figure, u.config.name, unit.seed)
+    return all(str(unit.seed) in seed_curves.get(u.config.name, {})
                for u in plan.units if u.seed == unit.seed and u.config.name in runs)
 
 
