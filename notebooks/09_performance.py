@@ -166,9 +166,10 @@ if not bench_files:
 # goes one way or the other at random, and which kept the loop one channel at a time: sampled with
 # `perf` on the queue's CIFAR-FS worker, that backward pass, almost all of it this loop, was 31% of
 # the run's time. Both values are now computed and one is picked by a bit mask, the loop runs 8
-# channels per vector instruction, and a CIFAR-FS meta-iteration went from 222-234 ms to 164-167 ms on one quiet core (AMD EPYC, paired
-# runs of `benchmarks/bench.py --configs cifar_fs_5way --paths engine_sequential`; gradients bit for
-# bit the same; Omniglot's network, whose BatchNorm is followed by ReLU, not pooling, is unchanged).
+# channels per vector instruction, and a CIFAR-FS meta-iteration went from 222-234 ms to 164-167 ms
+# on one quiet core (AMD EPYC, paired runs of `benchmarks/bench.py --configs cifar_fs_5way --paths
+# engine_sequential`; gradients bit for bit the same; Omniglot's network, whose BatchNorm is
+# followed by ReLU, not pooling, is unchanged).
 # The table below puts each
 # config's arithmetic next to the machine's float32 matrix-product rate (a large product, the figure
 # beside each file): even at that rate, which these small products do not reach, a meta-iteration
