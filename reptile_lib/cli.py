@@ -303,6 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reptile: interrupted (the last checkpoint is kept; re-run to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # the reader stopped early (`reptile status | head`): not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so that the exit's flush is silent
+        return 1
     except Exception as e:  # expected failures become one line; programming errors keep their traceback
         from .train import CheckpointMismatchError, TrainingDiverged
         if isinstance(e, TrainingDiverged):

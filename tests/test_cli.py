@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,11 @@ def test_status_prints_the_queue_and_all_prints_every_unit(capsys):
     assert len(every.splitlines()) == len(units) + 2          # a header, a line per unit, the total
     assert len(short.splitlines()) < len(every.splitlines())
     assert short.splitlines()[-1].startswith("known hours left:")
+
+
+def test_status_piped_into_a_reader_that_stops_early_prints_no_traceback():
+    """`reptile status | head -1`: the reader may close the pipe before the status is written (`true`
+    reads nothing and exits at once); no traceback follows."""
+    r = subprocess.run(f"{sys.executable} -m reptile_lib.cli status --all | true", shell=True,
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr
