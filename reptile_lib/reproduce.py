@@ -10,6 +10,7 @@ shows them. Everything a later run (on any machine) needs to continue lives unde
 - ``runs/checkpoints/<unit>.pt``       the training state (:func:`train.save_checkpoint`)
 - ``runs/checkpoints/<unit>.eval.pt``  the evaluation so far: per-task scores, the task generators
 - ``runs/logs/<unit>.jsonl``           one line per segment: device, commit, iterations, wall time
+- ``runs/logs/<unit>.open.json``       the segment in progress: a killed one is logged by the next run
 
 Under ``torchrun`` the ranks share the units out, or split each meta-batch (:mod:`reptile_lib.distributed`).
 
@@ -218,15 +219,88 @@ def weights_path(plan: Plan, unit: Unit) -> Path:
     return plan.results / "weights" / f"{unit.id}.pt"
 
 
-def segments(plan: Plan, unit: Unit) -> list[dict]:
+def journal_path(plan: Plan, unit: Unit) -> Path:
+    """``runs/logs/<unit>.open.json``: the segment in progress (see :func:`segments`)."""
+    return plan.root / "logs" / f"{unit.id}.open.json"
+
+
+def _logged(plan: Plan, unit: Unit) -> list[dict]:
     path = log_path(plan, unit)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def segments(plan: Plan, unit: Unit) -> list[dict]:
+    """The unit's segments: the lines of its log, then the segment in progress or cut short by a kill
+    (``"open": true``), counted up to its last checkpoint and evaluation chunk (:func:`_open_segment`)."""
+    logged = _logged(plan, unit)
+    live = _open_segment(plan, unit)
+    if live is not None and live["id"] not in {s.get("id") for s in logged}:
+        logged.append(live)
+    return logged
+
+
+def _progress(plan: Plan, unit: Unit) -> dict:
+    """What the saved files hold: meta-iteration and training wall time (checkpoint), evaluation tasks
+    and their wall time (evaluation state)."""
+    out = {"iteration": 0, "wall_time_s": 0.0, "tasks_done": 0, "eval_s": 0.0}
+    ckpt = checkpoint_path(plan, unit)
+    if ckpt.exists():
+        blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+        out.update(iteration=int(blob["iteration"]), wall_time_s=float(blob.get("wall_time_s", 0.0)))
+    ev = eval_path(plan, unit)
+    if ev.exists():
+        blob = torch.load(ev, map_location="cpu", weights_only=True)
+        out.update(tasks_done=sum(len(v) for v in blob["scores"].values()) // 2, eval_s=float(blob.get("wall_s", 0.0)))
+    return out
+
+
+def _open_journal(plan: Plan, unit: Unit, record: dict) -> None:
+    """Note a segment's start (its record so far and where the saved files stood), written then renamed:
+    a segment killed before it logs its line is still counted (:func:`_open_segment`)."""
+    path = journal_path(plan, unit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"record": record, "from": _progress(plan, unit)}))
+    os.replace(tmp, path)
+
+
+def _open_segment(plan: Plan, unit: Unit) -> dict | None:
+    """The journalled segment's record as the saved files have it now (None if no segment is open):
+    iterations and training seconds from the checkpoint, evaluation tasks and seconds from the
+    evaluation state. What a kill lost after the last save is not counted: it is trained again."""
+    path = journal_path(plan, unit)
+    try:
+        journal = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    start, now = journal["from"], _progress(plan, unit)
+    record = {**journal["record"], "open": True}
+    record.update(iterations=now["iteration"] - start["iteration"], iteration=now["iteration"],
+                  train_s=round(now["wall_time_s"] - start["wall_time_s"], 1))
+    if now["tasks_done"] > start["tasks_done"]:
+        record.update(eval_tasks=now["tasks_done"] - start["tasks_done"], eval_s=round(now["eval_s"] - start["eval_s"], 1))
+    saved = [p.stat().st_mtime for p in (checkpoint_path(plan, unit), eval_path(plan, unit)) if p.exists()]
+    if saved:
+        record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(max(saved)))
+    return record
+
+
+def _close_journal(plan: Plan, unit: Unit) -> None:
+    """A journal left by a killed segment becomes a log line marked ``"interrupted": true``; called by
+    the process that now holds the unit, before it starts its own segment."""
+    record = _open_segment(plan, unit)
+    if record is None:
+        return
+    if record["id"] not in {s.get("id") for s in _logged(plan, unit)}:   # not already logged before the kill
+        record.pop("open")
+        _log_segment(plan, unit, {**record, "interrupted": True})
+    journal_path(plan, unit).unlink(missing_ok=True)
+
+
 def _log_segment(plan: Plan, unit: Unit, record: dict) -> None:
-    """Append one segment line (a line lost to a kill loses only that segment's record)."""
+    """Append one segment line, flushed to disk."""
     path = log_path(plan, unit)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
@@ -624,6 +698,7 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
             if stop() or (deadline is not None and time.time() > deadline):
                 return ev, done_now
             size = min(EVAL_CHUNK, n - start)
+            t = time.time()
             acc = evaluate(learner.model, learner.loss_fn, state.params, learner.opt, state.opt_state, sampler,
                            spec.shots, spec.eval_batch, spec.eval_iters, size, chunk=size,
                            replacement=unit.config.replacement, score=score)
@@ -632,6 +707,7 @@ def evaluate_unit(plan: Plan, unit: Unit, state: Any, splits: dict, device: str,
                 correct = (acc[proto] * unit.config.classes).round().to(torch.uint8)
                 ev["scores"][name] = torch.cat([ev["scores"].get(name, torch.zeros(0, dtype=torch.uint8)), correct])
             ev["generators"][key] = g.get_state()
+            ev["wall_s"] = ev.get("wall_s", 0.0) + time.time() - t   # saved with the scores it paid for
             done_now += size
             atomic_save(ev, eval_path(plan, unit))
     ev["finished"] = True
@@ -803,6 +879,7 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
     """
     from .results import device_name, git_commit
 
+    _close_journal(plan, unit)   # a previous segment of this unit was killed: log what it saved
     if unit_state(plan, unit)["phase"] == "done":
         if summarize:
             with claim(plan, "results", wait=True):   # other workers write results files too
@@ -812,11 +889,13 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
         return True
     splits = _splits(unit, data_root)
     step, scorer = train_step(unit.config, device), eval_scorer(unit.config, device)
-    record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
+    record = {"id": f"{socket.gethostname()}:{os.getpid()}:{time.time():.3f}",
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
               "commit": git_commit(), "threads": torch.get_num_threads(), "host": socket.gethostname(),
               "train_path": _path_name(step), "eval_path": _path_name(scorer) if scorer else "evaluate.evaluate_tasks",
               **({"kernels": sequential_kernels(unit.config, device)} if step or scorer else {}),
               **(provenance or {})}
+    _open_journal(plan, unit, record)
     t0 = time.time()
     first = unit_state(plan, unit)["iteration"]
     if train is not None:
@@ -833,6 +912,7 @@ def run_unit(plan: Plan, unit: Unit, *, device: str = "cpu", data_root: str | No
         finished = bool(ev.get("finished"))
     record["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _log_segment(plan, unit, record)
+    journal_path(plan, unit).unlink(missing_ok=True)   # a kill before this: the line is logged once (its id)
     if finished and summarize:
         with claim(plan, "results", wait=True):   # one writer of results/ and book/executed/ at a time
             write_experiment_results(plan, unit.experiment.name)

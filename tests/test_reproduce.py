@@ -194,9 +194,37 @@ def test_sigterm_and_sigkill_of_the_command_resume_bit_for_bit(tmp_path, omniglo
     proc.wait(timeout=60)
     assert not R.results_path(plan, "tiny").exists()
 
+    # the killed run logged no line; its journal says what it saved, and the status counts it
+    assert len(R._logged(plan, unit)) == 1 and R.journal_path(plan, unit).exists()
+    assert R.segments(plan, unit)[-1]["open"] and R.segments(plan, unit)[-1]["iteration"] == 12
+
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert _same(_numbers(plan), reference)
+    # three segments, the killed one logged by the next run: together they account for every
+    # meta-iteration and evaluation task kept, each once
+    segs = R.segments(plan, unit)
+    assert [bool(s.get("interrupted")) for s in segs] == [False, True, False], segs
+    assert sum(s["iterations"] for s in segs) == 12 and segs[1]["iteration"] == 12
+    assert sum(s.get("eval_tasks", 0) for s in segs) == 300 and segs[1]["eval_tasks"] > 0
+    assert all(s["train_s"] >= 0 and s.get("eval_s", 0) >= 0 for s in segs)
+    assert len({s["id"] for s in segs}) == 3 and not R.journal_path(plan, unit).exists()
+    doc = json.loads(R.results_path(plan, "tiny").read_text())
+    assert [s["id"] for s in doc["provenance"]["segments"]["0"]] == [s["id"] for s in segs]
+
+
+def test_a_segment_killed_after_its_line_was_logged_is_logged_once(tmp_path, omniglot_root):
+    """Killed between appending its line and removing its journal: the next run removes the journal
+    without logging the segment twice."""
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    calls = iter(range(10 ** 6))
+    assert not R.run_unit(plan, unit, data_root=omniglot_root, stop=lambda: next(calls) >= 2, rebuild=False)
+    (line,) = R._logged(plan, unit)
+    R._open_journal(plan, unit, {k: v for k, v in line.items() if k not in ("iterations", "iteration", "train_s")})
+    assert R.segments(plan, unit) == [line]   # the journal of a logged segment is not counted again
+    R._close_journal(plan, unit)
+    assert R._logged(plan, unit) == [line] and not R.journal_path(plan, unit).exists()
 
 
 def test_a_claimed_unit_is_skipped_and_a_dead_holder_frees_it(tmp_path):
