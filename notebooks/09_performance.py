@@ -41,12 +41,14 @@ display(Markdown(
 # One row per unit of the queue that has run (`runs/logs/<unit>.jsonl`). A unit runs in segments: a
 # segment is one stretch of work between a start and a stop, and a run of many hours spans many
 # working sittings, commits and sometimes machines. Milliseconds per meta-iteration are those of the
-# path the unit trains with now, learning-curve points included, with whatever else the machine was
-# doing at the time; the segments themselves follow the table.
+# unit's newest segments on the path it trains with now, back to a tenth of the run (kernels get faster
+# from one sitting to the next), learning-curve points included, with whatever else the machine was
+# doing at the time; the segments themselves follow the table. A segment cut short by a kill is
+# counted up to its last save and marked as such.
 
 # %% tags=["remove-input"]
 UNIT_COLUMNS = {"unit": "Unit", "segments": "Segments", "days": "Ran (UTC)", "iterations": "Meta-iterations",
-                "training hours": "Training (h)", "ms / iteration": "ms / iteration, path now",
+                "training hours": "Training (h)", "ms / iteration": "ms / iteration, recent",
                 "evaluation": "Evaluation"}
 SEGMENT_COLUMNS = {"unit": "Unit", "started": "Started (UTC), commit", "path": "Training step (threads)",
                    "iterations": "Meta-iterations", "ms / iteration": "ms / iteration", "evaluation": "Evaluation"}
@@ -69,8 +71,8 @@ for r in left:
         continue
     to_go = (f"about {r['hours_left']:.1f} hours of training left, then its evaluation (not timed yet)"
              if r["eval_estimated"] else f"about {r['hours_left']:.1f} hours left, training and evaluation")
-    display(Markdown(f"**{r['unit']}**: {r['state']}; at {r['ms_per_iter']:.0f} ms per meta-iteration (the segments "
-                     f"on its current path), {to_go}."))
+    display(Markdown(f"**{r['unit']}**: {r['state']}; at {r['ms_per_iter']:.0f} ms per meta-iteration (its newest "
+                     f"segments), {to_go}."))
 
 # %% tags=["remove-input"]
 if seg_rows:   # folded: a few rows per unit, hundreds over the whole reproduction

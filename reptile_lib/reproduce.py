@@ -381,18 +381,30 @@ def _eval_twins(plan: Plan, unit: Unit) -> list[Unit]:
     return _twins(plan, unit, key)
 
 
+def speed_window(config: Config) -> int:
+    """Meta-iterations the speed is measured over: the newest segments back to this many (a tenth of the
+    run). Recent, because kernels get faster and the load on the machine changes between working periods;
+    not only the newest, because a short segment may have shared the CPU with a benchmark."""
+    return max(enough_iterations(config), config.meta_iters // 10)
+
+
 def _measured_speed(plan: Plan, unit: Unit) -> tuple[str, float] | None:
-    """(when its latest segment started, ms per iteration over the segments on that segment's path and
-    kernels), once they add up to :func:`enough_iterations`; else None."""
+    """(when its latest segment started, ms per iteration over its newest segments on that segment's path
+    and kernels, back to :func:`speed_window` iterations), once they add up to :func:`enough_iterations`;
+    else None."""
     segs = [s for s in segments(plan, unit) if s.get("iterations", 0) > 0 and s.get("train_s")]
     if not segs:
         return None
     path = _path_and_kernels(segs[-1])
-    segs = [s for s in segs if _path_and_kernels(s) == path]
-    its = sum(s["iterations"] for s in segs)
+    recent, its = [], 0
+    for s in reversed([s for s in segs if _path_and_kernels(s) == path]):
+        if its >= speed_window(unit.config):
+            break
+        recent.append(s)
+        its += s["iterations"]
     if its < enough_iterations(unit.config):
         return None
-    return segs[-1].get("started", ""), 1000 * sum(s["train_s"] for s in segs) / its
+    return segs[-1].get("started", ""), 1000 * sum(s["train_s"] for s in recent) / its
 
 
 def ms_per_iteration(plan: Plan, unit: Unit) -> float | None:
@@ -425,10 +437,20 @@ def segment_rows(plan: Plan) -> list[dict]:
             rows.append({"unit": unit.id, "device": s.get("device", ""),
                          "started": f"{s.get('started', '')[:16].replace('T', ' ')}, {s.get('commit', '')[:7]}",
                          "path": f"{path} ({threads} thread{'s' if threads != 1 else ''})" if threads else path,
-                         "iterations": f"{s['iteration'] - its:,} → {s['iteration']:,}" if "iteration" in s else "",
+                         "iterations": (f"{s['iteration'] - its:,} → {s['iteration']:,}" + _cut_short(s)
+                                        if "iteration" in s else ""),
                          "ms / iteration": round(1000 * s["train_s"] / its, 1) if its and s.get("train_s") else None,
                          "evaluation": f"{ev:,} tasks, {s['eval_s'] / ev:.2f} s each" if ev and s.get("eval_s") else None})
     return rows
+
+
+def _cut_short(segment: dict) -> str:
+    """How a segment's row says it did not end with a stop (nothing if it did)."""
+    if segment.get("recovered"):
+        return " (killed; logged afterwards from the committed checkpoints)"
+    if segment.get("interrupted"):
+        return " (killed; counted to its last save)"
+    return " (running, or killed: to its last save)" if segment.get("open") else ""
 
 
 def unit_rows(plan: Plan) -> list[dict]:

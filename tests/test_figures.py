@@ -149,6 +149,24 @@ def test_a_unit_one_curve_point_in_has_no_speed_yet(plan):
     assert reproduce.ms_per_iteration(plan, unit) == 100.0
 
 
+def test_the_speed_is_the_newest_tenth_of_the_run(plan):
+    """Kernels get faster between working periods: the estimate reads the newest segments back to a tenth
+    of the run (10,000 of 100,000 meta-iterations), not the whole history."""
+    from reptile_lib import reproduce
+
+    unit = plan.units[0]
+    log = reproduce.log_path(plan, unit)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    rec = {"train_path": "engine.sequential.SequentialMetaStep", "kernels": "native"}
+    rows = [dict(rec, iterations=40_000, train_s=40_000 * 0.3),    # the old kernels: 300 ms
+            dict(rec, iterations=8_000, train_s=8_000 * 0.2),      # the new: 200 ms ...
+            dict(rec, iterations=3_000, train_s=3_000 * 0.1)]      # ... and 100 ms
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert reproduce.speed_window(unit.config) == 10_000
+    # 3,000 + 8,000 iterations reach the window; the 40,000 at 300 ms are not read
+    assert reproduce.ms_per_iteration(plan, unit) == pytest.approx((300 + 1600) / 11)
+
+
 def test_a_curve_never_run_borrows_the_speed_of_one_with_the_same_shapes(plan):
     """g1+g2 and (g1+g2)/2 run the same two inner steps as g2 (only the weights differ): before either has
     run, the status estimates them from g2's segments, the most recent measurement of a twin winning; g1

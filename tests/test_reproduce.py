@@ -356,6 +356,9 @@ def test_the_performance_page_summarises_each_units_segments(tmp_path):
     # the path it trains with now only: 8 s over 8 iterations, not the slow first segment's 10 s per iteration
     assert row["ms / iteration"] == 1000.0
     assert len(R.segment_rows(plan)) == 3
+    R._log_segment(plan, unit, {"started": "2026-01-03T10:00:00+0000", **fast, "iterations": 0, "iteration": 12,
+                                "train_s": 0.0, "interrupted": True})
+    assert R.segment_rows(plan)[-1]["iterations"] == "12 → 12 (killed; counted to its last save)"
 
 
 CIFAR_PLAN = """
