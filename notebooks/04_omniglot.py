@@ -75,12 +75,12 @@ for name, doc in finished.items():
 # %% [markdown]
 # ## Learning curves, train and test characters, seeds
 #
-# Accuracy on freshly sampled tasks of the training and test characters against the
-# meta-iteration, as logged during training. Omniglot has no validation classes, so the curves use
+# First, 1-shot accuracy on 200 freshly sampled tasks of the test characters every 2,000
+# meta-iterations, as logged during training. Omniglot has no validation classes, so the curves use
 # the test characters, as the released code's logs did; they were not used to choose anything.
-# Then the same models on tasks of the *training* characters (2,000 tasks per number): the gap to
-# the test characters is the part of the accuracy that does not transfer to new classes. Last,
-# each seed's test accuracy; the paper's ± for Reptile is most likely a spread over runs like this.
+# Then the finished models on tasks of the *training* characters (2,000 tasks per number): the gap
+# to the test characters is the part of the accuracy that does not transfer to new classes. Last,
+# each seed's test accuracy, the spread that the paper's ± most likely describes.
 
 # %% tags=["remove-input"]
 for name, doc in finished.items():
@@ -132,8 +132,7 @@ else:
 # ## What the paper reports
 #
 # Accuracy (%) on the 423 test characters. The MAML rows are Finn et al.'s
-# {cite:p}`finn2017maml`, quoted by the paper; MAML uses batch statistics at test time, hence
-# "transduction".
+# {cite:p}`finn2017maml`, quoted by the paper.
 
 # %% tags=["remove-input", "nbval-check-output"]
 display(report.html_table(report.paper_rows(paper.TABLE2), {"algorithm": "Algorithm", "1-shot 5-way": "1-shot 5-way",
@@ -172,9 +171,8 @@ for name, config in RUNS.items():
 #    (`batched=False, adam_carry="sequential"`). The batched path starts all 5 from the shared
 #    state and keeps their mean (`adam_carry="mean"`); a second run of the queue measures that
 #    deviation at paper scale.
-# 2. **The paper's ±.** For Reptile it is smaller than one run's interval over 10,000 tasks, so it is
-#    most likely a spread over runs; a result is compared with it only through the combined
-#    uncertainty.
+# 2. **The paper's ±** (see the note under its table): a result is compared with it only through
+#    the combined uncertainty, never alone.
 # 3. **Evaluation.** 10,000 tasks per number, `shots + 1` images per class, 50 adaptation steps from
 #    the trained Adam state, BatchNorm on batch statistics; non-transductive predictions see the
 #    support set plus one query.
@@ -203,9 +201,10 @@ if carry_rows:
     display(report.html_table(carry_rows, CARRY_COLUMNS))
 else:
     state = {r["unit"]: r["state"] for r in reproduce.status_rows(PLAN)}
-    display(Markdown("Not measured yet: both units must finish (queue: " + "; ".join(
-        f"{u.id} {state[u.id]}" for u in (*PLAN.of("omniglot_5way")[:1], *PLAN.of("omniglot_5way_mean_carry")))
-        + ")."))
+    pair = (*PLAN.of("omniglot_5way")[:1], *PLAN.of("omniglot_5way_mean_carry"))
+    display(Markdown("Not measured yet: it needs both runs finished. In the queue of paper-scale runs, "
+                     + " and ".join(f"the {'mean-carry' if 'mean_carry' in u.id else 'released-order'} run of seed "
+                                    f"{u.seed} is {state[u.id]}" for u in pair) + "."))
 
 # %% [markdown]
 # ## What to take away
