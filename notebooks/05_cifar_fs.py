@@ -54,9 +54,9 @@ display(Markdown(f"**{NAME}**: paper-scale run {report.run_state(NAME, doc)}."))
 # ## Results
 #
 # Ours: mean over seeds, 95% interval over all test tasks, seed count and spread. Bertinetto et
-# al.'s CIFAR-FS numbers of MAML and prototypical networks (as tabulated by Lee et al., 2019) are
-# references; the paper's Mini-ImageNet Reptile numbers are on a different data set and shown for
-# context, with no verdict.
+# al.'s CIFAR-FS numbers of MAML and prototypical networks {cite:p}`bertinetto2019closedform`, as
+# tabulated by Lee et al. {cite:p}`lee2019metaoptnet` (Table 2), are references; the paper's
+# Mini-ImageNet Reptile numbers are on a different data set and shown for context, with no verdict.
 
 # %% tags=["remove-input", "nbval-check-output"]
 report.html_table(report.cifar_fs_rows(finished))

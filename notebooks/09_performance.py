@@ -25,7 +25,7 @@ display(Markdown(
     ":::{admonition} The paper's claim, what we measured, the verdict\n:class: tip\n\n"
     "- **The paper makes no claim about speed.** It only notes that Reptile, being first-order, is cheaper "
     "than MAML. This page measures what a reproduction costs with this library: milliseconds per "
-    f"meta-iteration, from {len(bench_files)} recorded benchmark file(s) and from a short timing made while the "
+    f"meta-iteration, from {len(bench_files)} recorded benchmark file{'s' if len(bench_files) != 1 else ''} and from a short timing made while the "
     "page was executed. **No verdict** applies.\n:::"))
 
 # %% [markdown]
@@ -40,9 +40,9 @@ display(Markdown(
 #
 # One row per unit of the queue that has run (`runs/logs/<unit>.jsonl`). A unit runs in segments: a
 # segment is one stretch of work between a start and a stop, and a run of many hours spans many
-# working sittings, commits and sometimes machines. Milliseconds per meta-iteration are those of the
-# unit's newest segments on the path it trains with now, back to a tenth of the run (kernels get faster
-# from one sitting to the next), learning-curve points included, with whatever else the machine was
+# starts and stops, commits and sometimes machines. Milliseconds per meta-iteration are those of the
+# unit's newest segments on the path it trains with now, back to a tenth of the run (the kernels got
+# faster while the runs went on), learning-curve points included, with whatever else the machine was
 # doing at the time; the segments themselves follow the table. A segment cut short by a kill is
 # counted up to its last save and marked as such.
 

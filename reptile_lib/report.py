@@ -1093,7 +1093,7 @@ def run_state(name: str, doc: Mapping[str, Any] | None = None, queue: Sequence[M
         seeds = list(doc["provenance"].get("seeds", []))
         planned = list(doc["provenance"].get("seeds_planned", seeds))
         more = _queue_text(name, queue, seeds)
-        done = f"{len(seeds)} of {len(planned)} seeds" if len(planned) > len(seeds) else f"{len(seeds)} seed(s)"
+        done = f"{len(seeds)} of {len(planned)} seeds" if len(planned) > len(seeds) else f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
         return f"finished ({done}" + (f"; {more})" if more else ")")
     more = _queue_text(name, queue)
     if doc is None and more:

@@ -383,7 +383,7 @@ def _eval_twins(plan: Plan, unit: Unit) -> list[Unit]:
 
 def speed_window(config: Config) -> int:
     """Meta-iterations the speed is measured over: the newest segments back to this many (a tenth of the
-    run). Recent, because kernels get faster and the load on the machine changes between working periods;
+    run). Recent, because kernels get faster and the load on the machine changes from one start to the next;
     not only the newest, because a short segment may have shared the CPU with a benchmark."""
     return max(enough_iterations(config), config.meta_iters // 10)
 
