@@ -62,9 +62,10 @@ display(Markdown(report.claim_box("01_sine")))
 #
 # {numref}`fig-sine-examples` shows one new task, its 10 points, and the network's prediction
 # before adapting, after one step and after 32 steps, from each initialisation. The random
-# network barely moves from a flat line and then bends through the 10 points without finding the
-# curve; the meta-learned ones start near the average sine (close to zero everywhere) and find the
-# whole curve, including where there are no points.
+# network starts as a nearly flat line and, after 32 steps, has bent only slightly towards the
+# points: it still misses most of them and is nowhere near the curve. The meta-learned ones start
+# near the average sine (close to zero everywhere) and after 32 steps follow the whole curve,
+# including where there are no points.
 
 # %% tags=["remove-input"]
 cfg = doc["config"]
@@ -125,8 +126,9 @@ report.html_table([{"Run": run, "Iterations": f"{doc['extra']['learning_curves']
 # ## What we ran, and why
 #
 # The paper gives the task family, the network (1-64-64-1) and the adaptation (10 points,
-# 32 steps) but neither the activation nor the training hyper-parameters. We take them from the
-# two public sources `paper.md` records:
+# 32 steps) but neither the activation nor the training hyper-parameters. We take them from two
+# public sources: the authors' sine demo (`reptile-sinewaves-demo.py`) and
+# Finn et al.'s sine experiment for MAML {cite:p}`finn2017maml`:
 #
 # - **Activation: ReLU**, with tanh as a variant. The authors' public sine demo uses tanh, and its
 #   code comment says the paper used ReLU and that tanh does slightly better; so ReLU is the
@@ -148,14 +150,23 @@ report.html_table([{"Run": run, "Iterations": f"{doc['extra']['learning_curves']
 #   initialisation** we compare against.
 # - **Adaptation and loss** (for all three initialisations alike): 10 points drawn from
 #   $U[-5, 5]$, 32 full-batch SGD steps of lr 0.02 (the demo's adaptation), and the mean squared
-#   error on 50 evenly spaced points of $[-5, 5]$, the demo's `np.linspace(-5, 5, 50)` (checked in
-#   its code, as `paper.md` asked). The demo picks its 10 points from that grid; we draw them.
+#   error on 50 evenly spaced points of $[-5, 5]$, the grid of the demo's code
+#   (`np.linspace(-5, 5, 50)`). The demo picks its 10 points from that grid; we draw them.
 
 # %% tags=["remove-input", "nbval-check-output"]
-fields = ["train_shots", "query_shots", "inner_batch", "inner_iters", "learning_rate", "meta_step",
-          "meta_step_final", "meta_batch", "meta_iters"]
-display(report.html_table([{"Setting": f, "Reptile": str(cfg["reptile"][f]), "MAML": str(cfg["maml"][f])}
-                           for f in fields]))
+maml_lr = ("constant" if cfg["maml"]["meta_step"] == cfg["maml"]["meta_step_final"]
+           else "annealed linearly from meta_step")
+meaning = {"train_shots": "points drawn per training task (MAML: its support set)",
+           "query_shots": "MAML: further points per task for the outer (query) loss",
+           "inner_batch": "points per inner SGD step",
+           "inner_iters": "k, inner SGD steps per task",
+           "learning_rate": "inner SGD step size",
+           "meta_step": "Reptile: the outer step ε at the start; MAML: the learning rate of the outer Adam",
+           "meta_step_final": f"Reptile: ε at the end, annealed linearly; MAML: the outer Adam's rate at the end ({maml_lr})",
+           "meta_batch": "tasks per meta-iteration",
+           "meta_iters": "meta-iterations"}
+display(report.html_table([{"Setting": f, "Reptile": str(cfg["reptile"][f]), "MAML": str(cfg["maml"][f]),
+                            "What it is": meaning[f]} for f in meaning]))
 display(Markdown(
     f"Network 1-{'-'.join(map(str, cfg['reptile']['hidden']))}-1, activations {', '.join(acts)} (main: {acts[0]}), "
     f"training seeds {', '.join(map(str, cfg['seeds']))}. Adaptation: {cfg['eval_shots']} points, {cfg['eval_iters']} "

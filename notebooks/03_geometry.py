@@ -82,17 +82,19 @@ display(Markdown(report.claim_box("03_geometry")))
 # $$U^k_\tau(\phi) - \phi = c_\tau\,\big(P_{\mathcal{W}_\tau}(\phi) - \phi\big), \qquad
 #   c_\tau = 1 - (1 - \alpha |a_\tau|^2)^k .$$ (eq-lines-reptile)
 #
-# Reptile's step is the projection step {eq}`eq-projection-step` scaled by $c_\tau$.
+# Reptile's step is the projection step {eq}`eq-projection-step` scaled by $c_\tau$, the fraction
+# of the way to the line that $k$ steps cover.
 #
 # Reptile's fixed point is then weighted least squares with weights $c_\tau/|a_\tau|^2$. For
 # $k = 1$, $c_\tau = \alpha|a_\tau|^2$ and the weights are equal: ordinary least squares, the
 # minimiser of the mean loss (joint training, as Section 5 says). As $k$ grows, $c_\tau \to 1$ and
 # the fixed point tends to the optimum of the distance objective.
 #
-# **Circles.** A task is a range measurement: "be at distance $r_\tau$ from the beacon
-# $c_\tau$", with loss $(|w - c_\tau|^2 - r_\tau^2)^2 / (8 r_\tau^2)$ (which is
-# $\approx \tfrac12(|w - c_\tau| - r_\tau)^2$ near the circle). $\mathcal{W}_\tau$ is the circle,
-# $P_{\mathcal{W}_\tau}(w) = c_\tau + r_\tau (w - c_\tau)/|w - c_\tau|$, and the optimum of the
+# **Circles.** A task is a range measurement: "be at distance $r_\tau$ from the beacon at
+# $b_\tau$" ($b$ for beacon; $c_\tau$ stays the lines' shrink factor), with loss
+# $(|w - b_\tau|^2 - r_\tau^2)^2 / (8 r_\tau^2)$ (which is $\approx \tfrac12(|w - b_\tau| - r_\tau)^2$
+# near the circle). $\mathcal{W}_\tau$ is the circle,
+# $P_{\mathcal{W}_\tau}(w) = b_\tau + r_\tau (w - b_\tau)/|w - b_\tau|$, and the optimum of the
 # (non-convex) distance objective is found by an independent solver: a grid search over
 # $[-4, 4]^2$, then Newton's method on its exact gradient and Hessian. SGD on the loss moves
 # radially, but by a fraction of the way that depends on the distance, so again Reptile's fixed
@@ -117,6 +119,10 @@ report.html_table([{"Family": kind, "Optimum": f"({o[0]:.4f}, {o[1]:.4f})",
                     "Mean D²/2 there": f"{doc['extra'][kind]['objective_at_optimum']:.4f}",
                     "|E[φ − P(φ)]| there": f"{doc['extra'][kind]['grad_norm_at_optimum']:.0e}"}
                    for kind in geometry.FAMILIES for o in [doc["extra"][kind]["optimum"]]])
+
+# %% [markdown]
+# The optimum of the distance objective {eq}`eq-distance` for each family, the objective's value
+# there, and the norm of its gradient $\mathbb{E}[\phi - P(\phi)]$ there (zero up to rounding).
 
 # %% [markdown]
 # ## Lines
@@ -171,13 +177,25 @@ for kind in geometry.FAMILIES:
                      "Distance to the optimum": f"{r['distance']:.1e}", "Iterations": f"{r['iterations']:,}",
                      "From the analytic fixed point": gap})
     for name, v in fam["stochastic"].items():
-        rows.append({"Family": kind, "Method": f"{name.replace('_k', ', k = ')} (stochastic)",
+        method = "exact projections" if name == "projection" else name.replace("reptile_k", "Reptile, k = ")
+        rows.append({"Family": kind, "Method": f"{method} (stochastic)",
                      "Distance to the optimum": f"{v['distance_mean']:.3f} ± {v['distance_ci95']:.3f} "
                                                 f"(runs' mean end point: {v['distance_of_mean_final']:.3f})",
                      "Iterations": f"{c['meta_iters']:,}", "From the analytic fixed point": "—"})
 report.html_table(rows)
 
 # %% [markdown]
+# Where each method ends. *Distance to the optimum*: from the end point to the optimum of
+# {eq}`eq-distance`; for the stochastic rows, the mean over the runs with its 95% interval, and in
+# brackets the distance of the runs' mean end point. *Iterations*: until a step moved $\phi$ by
+# less than the tolerance (deterministic), or the fixed number of annealed steps (stochastic).
+# *From the analytic fixed point*: the distance between a deterministic Reptile run's end point and
+# its closed-form fixed point, the weighted least-squares solution with weights
+# $c_\tau/|a_\tau|^2$, which exists for the lines only. A dash marks the rows without such a closed
+# form: every circle row (the circles' fixed points are found only by running the method), the
+# exact projections (their fixed point is the optimum, which the third column already measures
+# against) and the stochastic runs (they end within SGD noise of a point, not on it).
+#
 # ## What to take away
 #
 # - SGD with exact projections reaches the optimum of $\mathbb{E}[\tfrac12 D^2]$ (to about

@@ -1,9 +1,20 @@
 """``reptile``: train, evaluate and manage data from the command line.
 
+A CPU-sized run, then an evaluation of the weights it wrote. ``reptile train`` writes them to
+``<config>_seed<N>.pt`` in ``results/smoke/weights/`` with ``--profile smoke``, in
+``results/weights/`` with the default ``--profile paper`` (``--weights-dir`` chooses another folder)::
+
     reptile train --config omniglot_5way --profile smoke --seeds 0
-    reptile evaluate --config omniglot_5way --weights results/weights/omniglot_5way_seed0.pt
+    reptile evaluate --config omniglot_5way --profile smoke --weights results/smoke/weights/omniglot_5way_seed0.pt
     reptile configs
     reptile data check
+
+``reptile reproduce`` writes the paper-scale models as ``results/weights/<unit>.pt``, e.g.
+``omniglot_5way-seed0.pt``; evaluating one needs its experiment's field changes from
+``runs/plan.toml`` (a weights file only loads into the exact config it was trained with)::
+
+    reptile evaluate --config omniglot_5way --weights results/weights/omniglot_5way-seed0.pt --tasks 1000 \\
+        --set adam_carry=sequential batched=false eval_interval=2000 eval_interval_tasks=200
 
 Expected failures (missing data, bad input, a diverged run) print one line and exit non-zero:
 2 bad usage, 3 data not found, 4 a results/checkpoint file of another config, 5 diverged

@@ -1,6 +1,8 @@
 """The paper's networks (Section 7 / the released ``models.py``), ready for ``torch.func``.
 
-What a faithful port keeps (``paper.md``):
+What a faithful port keeps (the authors' released code, ``openai/supervised-reptile``,
+``supervised_reptile/models.py``, with TensorFlow 1's ``tf.layers`` defaults):
+
 - BatchNorm always normalises with the current batch's statistics (TensorFlow's
   ``training=True``), eps 1e-3, and keeps no running averages. That is also what lets
   ``vmap`` batch the networks over tasks.

@@ -103,8 +103,8 @@ TABLE2: tuple[PaperNumber, ...] = (
 )
 
 # CIFAR-FS (our stand-in for Mini-ImageNet): the paper has no CIFAR-FS number. These are
-# Bertinetto et al.'s references for context, as Lee et al. 2019 tabulate them (Table 2, read
-# into ../shared/reference/paper.md); no published 5-way Reptile number is known.
+# Bertinetto et al.'s references for context, as Lee et al. 2019 tabulate them (Table 2 of
+# arXiv:1904.03758); no published 5-way Reptile number is known.
 CIFAR_FS_REFERENCE: tuple[PaperNumber, ...] = (
     *_rows("CIFAR-FS reference", "cifar_fs", "MAML", True, _BERTINETTO, _T1, [(58.9, 1.9), (71.5, 1.0)],
            digits=1),

@@ -66,7 +66,7 @@ class SineConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-# The authors' public demo (paper.md): serial Reptile, 30,000 iterations.
+# The authors' public sine demo (``reptile-sinewaves-demo.py``): serial Reptile, 30,000 iterations.
 REPTILE_SINE = SineConfig()
 # Finn et al.'s sine setup (10 shots + 10 query points, meta-batch 25, Adam 1e-3, 70,000
 # iterations) on this chapter's task family and network, with the inner loop of our adaptation

@@ -368,28 +368,28 @@ def point_metric(doc: dict, point: Point | dict, protocol: str = "nontransductiv
     return doc["metrics"].get(f"{name}|{metric_name('test', e['shots'], run['classes'], protocol == 'transductive')}")
 
 
-# ---------------------------------------------------------------- GPU budget (estimates)
+# ---------------------------------------------------------------- budget (estimates: GPU and CPU)
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds on the H100 from the prototype's figures (``../shared/device/README.md``).
+    """Seconds of training and evaluation: rough estimates for an H100-class GPU (not measured by this
+    book) and for one CPU core (fitted to this book's benchmark).
 
-    A meta-iteration costs ``steps x launch + image_steps x per_image``: one inner step launches a
-    fixed set of kernels whatever its batch (``launch``, ms), and each image forward and backward
-    costs ``per_image`` (us). Fitted to the prototype's 5-way figures: CUDA graph 3.1 ms for one run
-    (5 tasks x 5 steps x 10 images) and 10.2 ms for eight runs batched, so per_image = 7.1 ms / 1,750
-    = 4.1 us and launch = (3.1 - 1.0) / 5 = 0.42 ms; eager vmap 36 ms gives launch = 7.0 ms. The
-    20-way figures (83 / 7.4 ms) agree within 15%. CIFAR-FS 32x32 images on the 32-filter net cost
-    about 1,024/7,056 of the 84-pixel ones (17.8 ms graph: 36 us), i.e. ~5.2 us. Evaluation is
-    priced the same way (a forward-only prediction as a third of an image step). Estimates, to be
-    replaced by the first job's measured log.
+    A meta-iteration costs ``steps x launch + image_steps x per_image``: one inner step launches a fixed
+    set of kernels whatever its batch (``launch``, ms), and each image forward and backward costs
+    ``per_image`` (us). The GPU values are fitted to 5-way timings taken elsewhere: CUDA graph 3.1 ms
+    for one run (5 tasks x 5 steps x 10 images) and 10.2 ms for eight runs batched, so per_image = 7.1
+    ms / 1,750 = 4.1 us and launch = (3.1 - 1.0) / 5 = 0.42 ms; eager vmap 36 ms gives launch = 7.0 ms.
+    The 20-way figures (83 / 7.4 ms) agree within 15%. CIFAR-FS 32x32 images on the 32-filter net cost
+    about 1,024/7,056 of the 84-pixel ones (17.8 ms graph: 36 us), i.e. ~5.2 us. Evaluation is priced
+    the same way (a forward-only prediction as a third of an image step). Estimates, until a GPU run's
+    log measures them.
 
-    ``cpu``: one CPU thread of this project's 2-core machine (AMD EPYC), the released order on flat
-    buffers with the native kernels, one task at a time (so every evaluation task pays its own
-    launches: ``tasks_at_once`` = 1). Fitted to the quiet benchmark on Omniglot
-    (``benchmarks/results/cpu-1thread-amd-epyc.json``): 59.4 ms per 5-way meta-iteration (5 tasks x 5
-    steps x 10 images) and 58 ms per 1-shot evaluation task (50 steps of 5 images and the
-    predictions): a step costs about 0.05 ms plus 0.23 ms per image. The queue's two workers share
-    the machine's two cores and run about a third slower than this.
+    ``cpu``: one thread of a 2-core AMD EPYC CPU, the released order on flat buffers with the native
+    kernels, one task at a time (so every evaluation task pays its own launches: ``tasks_at_once`` = 1).
+    Fitted to the quiet benchmark on Omniglot (``benchmarks/results/cpu-1thread-amd-epyc.json``): 59.4
+    ms per 5-way meta-iteration (5 tasks x 5 steps x 10 images) and 58 ms per 1-shot evaluation task (50
+    steps of 5 images and the predictions): a step costs about 0.05 ms plus 0.23 ms per image. Two runs
+    sharing the two cores (as the queue's two workers do) each run about a third slower than this.
     """
 
     launch_ms: float = 0.42
@@ -446,8 +446,8 @@ def monitor_seconds(c: Config, splits: int, cost: CostModel) -> float:
 def estimate(configs: Sequence[Config], path: str = "graph", *, seeds: int = 1, batched: bool = True,
              eval_splits: int = 1, monitor_splits: int = 1, eval_chunk: int = 1000,
              eval_tasks: Sequence[int] | None = None) -> dict:
-    """Estimated seconds of a set of runs (``path``: ``graph``/``eager`` on the H100, ``cpu`` on one core of
-    this project's CPU): training (grouped by shape), curves, final evaluation.
+    """Estimated seconds of a set of runs (``path``: ``graph``/``eager`` on an H100-class GPU, ``cpu`` on one
+    CPU core; :class:`CostModel`): training (grouped by shape), curves, final evaluation.
 
     ``eval_tasks``: tasks of each evaluated split (default ``eval_samples`` for each of ``eval_splits``).
     """

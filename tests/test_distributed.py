@@ -255,14 +255,19 @@ def test_killed_rank_leaves_its_unit_resumable(tmp_path, serial):
     plan = queue_plan(tmp_path)
     with pytest.raises(mp.ProcessExitedException):
         spawn(_queue_worker, tmp_path, 1)
-    # the killed rank's unit: half trained, and no segment logged (the kill came before the end of it)
+    # the killed rank's unit: half trained, no line logged (the kill came before the end of its segment),
+    # only the journal of the segment in progress, counted to its last checkpoint
     killed = [u for u in plan.units if 0 < reproduce.unit_state(plan, u)["iteration"] < u.config.meta_iters
-              and reproduce.segments(plan, u) == []]
+              and [s.get("open") for s in reproduce.segments(plan, u)] == [True]]
     assert len(killed) == 1, [(u.id, reproduce.unit_state(plan, u)) for u in plan.units]
     victim = killed[0]
+    assert reproduce.segments(plan, victim)[0]["rank"] == 1
     spawn(_queue_worker, tmp_path, None)            # the next launch: fresh claims
     assert_same(outcome(plan), serial["queue"])
-    assert reproduce.segments(plan, victim)[-1]["iterations"] < victim.config.meta_iters   # resumed, not restarted
+    segs = reproduce.segments(plan, victim)
+    assert [bool(s.get("interrupted")) for s in segs] == [True, False]   # the killed segment logged by the next launch
+    assert segs[-1]["iterations"] < victim.config.meta_iters   # resumed, not restarted
+    assert sum(s["iterations"] for s in segs) == victim.config.meta_iters
 
 
 def test_torchrun_split_refuses_sequential_carry(tmp_path):

@@ -41,7 +41,7 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator, dtype=
 
 
 def sample_tasks(n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> SineTasks:
-    """``n`` tasks with a ~ U[0.1, 5] and b ~ U[0, 2 pi] (paper.md, Figure 1)."""
+    """``n`` tasks with a ~ U[0.1, 5] and b ~ U[0, 2 pi] (Nichol et al. 2018, Figure 1)."""
     if n < 1:
         raise ValueError(f"need at least one task, got n={n}")
     amplitude = _uniform(n, *AMPLITUDE, generator, dtype)
