@@ -30,13 +30,13 @@ if profile == "paper" and retrain:  # the queue's units of this experiment, as `
 if profile == "paper":
     doc = book.load_if_matching(NAME, CONFIG, "paper")
 finished = doc if doc is not None and doc["provenance"].get("finished") else None
-display(Markdown(report.claim_box("05_cifar_fs", note="Mini-ImageNet is not available here, so the paper's Table 1 "
-                                  "numbers get no verdict: ours are on CIFAR-FS, another data set, and stand on their own.")))
+display(Markdown(report.claim_box("05_cifar_fs", note="No copy of Mini-ImageNet was available to the machines that ran this "
+                                  "book, so the paper's Table 1 numbers get no verdict: ours are on CIFAR-FS, another data set, and stand on their own.")))
 
 # %% [markdown]
 # Table 1 of the paper {cite:p}`nichol2018reptile` reports 5-way accuracy on Mini-ImageNet
-# {cite:p}`vinyals2016matching,ravi2017optimization`. Its images come from ImageNet and cannot be
-# obtained here, so this chapter runs the same experiment on **CIFAR-FS**
+# {cite:p}`vinyals2016matching,ravi2017optimization`. Its images come from ImageNet, and no copy was
+# available to the machines that ran this book, so this chapter runs the same experiment on **CIFAR-FS**
 # {cite:p}`bertinetto2019closedform`: the 100 classes of CIFAR-100 {cite:p}`krizhevsky2009cifar`
 # split 64 / 16 / 20 into training, validation and test classes, 600 images each — the same shape
 # as Mini-ImageNet's split, with 32×32 instead of 84×84 images.

@@ -14,8 +14,8 @@ Two 2-D task families where W_tau and P_{W_tau} are exact:
   the mean squared distance is a weighted least-squares solution (closed form), and so is
   Reptile's fixed point for any k (weights ``1 - (1 - alpha |a|^2)^k``), which tends to it as k grows;
   k = 1 gives ordinary least squares, i.e. joint training.
-- circles: task = a range measurement, "be at distance r_tau from c_tau", with loss
-  ``(|w - c|^2 - r^2)^2 / (8 r^2)``; W_tau is that circle. The optimum is found by an independent
+- circles: task = a range measurement, "be at distance r_tau from the beacon b_tau", with loss
+  ``(|w - b|^2 - r^2)^2 / (8 r^2)``; W_tau is that circle. The optimum is found by an independent
   solver (grid search, then Newton's method on the exact gradient and Hessian).
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ def test_figure3_has_the_papers_ten_curves():
     by = {p.algorithm: p.config for p in pts}
     assert by["g1"].weights == (1.0,) and by["g3"].weights == (0.0, 0.0, 1.0)
     assert by["g1+g2+g3"].weights == (1.0, 1.0, 1.0) and by["(g1+g2+g3)/3"].weights == pytest.approx((1 / 3,) * 3)
-    for c in by.values():  # paper.md: train_shots = 5k, disjoint batches of 25, SGD 0.003, meta-batch 1
+    for c in by.values():  # the paper's Figure 3: train_shots = 5k, disjoint batches of 25, SGD 0.003, meta-batch 1
         assert c.train_shots == 5 * c.inner_iters and c.inner_batch * c.inner_iters == c.classes * c.train_shots
         assert (c.sgd, c.learning_rate, c.meta_batch, c.meta_iters, c.meta_step, c.meta_step_final) == \
             (True, 0.003, 1, 40_000, 0.25, 0.0)
@@ -136,7 +136,7 @@ def test_a_diverged_run_is_reported_and_the_others_still_count(tiny_data):
 
 # ---------------------------------------------------------------- the GPU budget
 def test_cost_model_reproduces_the_prototype_timings():
-    """../shared/device/README.md: 5-way graph 3.1 ms (one run), 10.2 ms (8 runs); eager vmap 36 ms."""
+    """The GPU timings the cost model is fitted to: 5-way graph 3.1 ms (one run), 10.2 ms (8 runs); eager vmap 36 ms."""
     from reptile_lib.configs import OMNIGLOT_5WAY, OMNIGLOT_20WAY
 
     one = dataclasses.replace(OMNIGLOT_5WAY, meta_iters=1000)
