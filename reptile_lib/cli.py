@@ -5,7 +5,8 @@ A CPU-sized run, then an evaluation of the weights it wrote. ``reptile train`` w
 ``results/weights/`` with the default ``--profile paper`` (``--weights-dir`` chooses another folder)::
 
     reptile train --config omniglot_5way --profile smoke --seeds 0
-    reptile evaluate --config omniglot_5way --profile smoke --weights results/smoke/weights/omniglot_5way_seed0.pt
+    reptile evaluate --config omniglot_5way --profile smoke \\
+        --weights results/smoke/weights/omniglot_5way_seed0.pt
     reptile configs
     reptile data check
 
@@ -13,8 +14,10 @@ A CPU-sized run, then an evaluation of the weights it wrote. ``reptile train`` w
 ``omniglot_5way-seed0.pt``; evaluating one needs its experiment's field changes from
 ``runs/plan.toml`` (a weights file only loads into the exact config it was trained with)::
 
-    reptile evaluate --config omniglot_5way --weights results/weights/omniglot_5way-seed0.pt --tasks 1000 \\
-        --set adam_carry=sequential batched=false eval_interval=2000 eval_interval_tasks=200
+    reptile evaluate --config omniglot_5way --tasks 1000 \\
+        --weights results/weights/omniglot_5way-seed0.pt \\
+        --set adam_carry=sequential batched=false \\
+              eval_interval=2000 eval_interval_tasks=200
 
 Expected failures (missing data, bad input, a diverged run) print one line and exit non-zero:
 2 bad usage, 3 data not found, 4 a results/checkpoint file of another config, 5 diverged
