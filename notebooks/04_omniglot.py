@@ -187,24 +187,11 @@ for name, config in RUNS.items():
 # of the mean of the per-task differences.
 
 # %% tags=["remove-input"]
-CARRY_COLUMNS = {"evaluation": "Evaluation", "tasks": "Tasks", "a": "Released order (%)", "b": "Mean carry (%)",
-                 "difference": "Mean carry − released (points)"}
-carry_rows = []
-for mean_unit in PLAN.of("omniglot_5way_mean_carry"):
-    released = [u for u in PLAN.of("omniglot_5way") if u.seed == mean_unit.seed]
-    rows = reproduce.paired_by_task(PLAN, released[0], mean_unit) if released else None
-    for r in rows or []:
-        carry_rows.append({"evaluation": f"seed {mean_unit.seed}, " + r["evaluation"].replace("_", " "),
-                           "tasks": f"{r['tasks']:,}", "a": f"{100 * r['a']:.2f}", "b": f"{100 * r['b']:.2f}",
-                           "difference": f"{100 * r['difference']:+.2f} ± {100 * r['ci95']:.2f}"})
+carry_rows = report.carry_rows(PLAN)
 if carry_rows:
-    display(report.html_table(carry_rows, CARRY_COLUMNS))
+    display(report.html_table(carry_rows, report.CARRY_COLUMNS))
 else:
-    state = {r["unit"]: r["state"] for r in reproduce.status_rows(PLAN)}
-    pair = (*PLAN.of("omniglot_5way")[:1], *PLAN.of("omniglot_5way_mean_carry"))
-    display(Markdown("Not measured yet: it needs both runs finished. In the queue of paper-scale runs, "
-                     + " and ".join(f"the {'mean-carry' if 'mean_carry' in u.id else 'released-order'} run of seed "
-                                    f"{u.seed} is {state[u.id]}" for u in pair) + "."))
+    display(Markdown(report.carry_pending_text(PLAN)))
 
 # %% [markdown]
 # ## What to take away

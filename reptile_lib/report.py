@@ -973,6 +973,51 @@ def scoreboard_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"{len(rows)} claims: " + ", ".join(parts) + "."
 
 
+CARRY_COLUMNS = {"evaluation": "Evaluation", "tasks": "Tasks", "a": "Released order (%)", "b": "Mean carry (%)",
+                 "difference": "Mean carry − released (points)"}
+
+
+def carry_rows(plan: Any = None, released: str = "omniglot_5way", mean: str = "omniglot_5way_mean_carry") -> list[dict]:
+    """The batched path's mean Adam carry against the released order at paper scale, task by task
+    (:func:`reproduce.paired_by_task`): one row per evaluation both runs of a seed finished ([] until then)."""
+    from . import reproduce
+
+    plan = plan or reproduce.load_plan()
+    rows = []
+    for mean_unit in plan.of(mean):
+        twin = [u for u in plan.of(released) if u.seed == mean_unit.seed]
+        for r in (reproduce.paired_by_task(plan, twin[0], mean_unit) if twin else None) or []:
+            rows.append({"evaluation": f"seed {mean_unit.seed}, " + r["evaluation"].replace("_", " "),
+                         "tasks": f"{r['tasks']:,}", "a": f"{100 * r['a']:.2f}", "b": f"{100 * r['b']:.2f}",
+                         "difference": f"{100 * r['difference']:+.2f} ± {100 * r['ci95']:.2f}"})
+    return rows
+
+
+def carry_pending_text(plan: Any = None, released: str = "omniglot_5way",
+                       mean: str = "omniglot_5way_mean_carry") -> str:
+    """Why :func:`carry_rows` is empty: where the two runs stand in the queue."""
+    from . import reproduce
+
+    plan = plan or reproduce.load_plan()
+    state = {r["unit"]: r["state"] for r in reproduce.status_rows(plan)}
+    pair = [u for m in plan.of(mean) for u in (*[r for r in plan.of(released) if r.seed == m.seed], m)]
+    if not pair:
+        return f"Not measured: the plan has no `{mean}` run."
+    return ("Not measured yet: it needs both runs finished. In the queue of paper-scale runs, "
+            + " and ".join(f"the {'mean-carry' if u.experiment.name == mean else 'released-order'} run of seed "
+                           f"{u.seed} is {state[u.id]}" for u in pair) + ".")
+
+
+def carry_markdown(plan: Any = None, **names: str) -> str:
+    """The paired comparison as a Markdown table, or :func:`carry_pending_text` (the fidelity page's include);
+    ``names``: ``released=``, ``mean=`` experiments of the plan."""
+    rows = carry_rows(plan, **names)
+    if not rows:
+        return carry_pending_text(plan, **names) + "\n"
+    head = "| " + " | ".join(CARRY_COLUMNS.values()) + " |\n|" + "---|" * len(CARRY_COLUMNS) + "\n"
+    return head + "".join("| " + " | ".join(_cell(r[k]) for k in CARRY_COLUMNS) + " |\n" for r in rows)
+
+
 def report_takeaways(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The report's summary from the scoreboard rows: what reproduces, what is missed (with its verdict),
     what waits for the queue, chapter by chapter (:func:`verdict_class`)."""

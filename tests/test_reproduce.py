@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from reptile_lib import report
 from reptile_lib import reproduce as R
 from reptile_lib.data import load_dataset
 from data_fixtures import real_folder
@@ -320,8 +321,17 @@ def test_two_carries_of_one_seed_are_compared_task_by_task(tmp_path, omniglot_ro
     plan = _plan(tmp_path, PAIRED)
     released, mean = plan.units
     assert R.paired_by_task(plan, released, mean) is None          # nothing finished yet
+    names = {"released": "released", "mean": "mean"}
+    assert report.carry_markdown(plan, **names) == ("Not measured yet: it needs both runs finished. In the queue of "
+                                                    "paper-scale runs, the released-order run of seed 0 is pending "
+                                                    "and the mean-carry run of seed 0 is pending.\n")
     _run(plan, omniglot_root)
     rows = R.paired_by_task(plan, released, mean)
+    # what the fidelity page and the Omniglot chapter show: a row per evaluation, in points
+    table = report.carry_markdown(plan, **names).splitlines()
+    assert table[0] == "| " + " | ".join(report.CARRY_COLUMNS.values()) + " |" and len(table) == 2 + len(rows)
+    assert table[2].startswith(f"| seed 0, {rows[0]['evaluation'].replace('_', ' ')} | 200 | {100 * rows[0]['a']:.2f} |")
+    assert table[2].endswith(f"| {100 * rows[0]['difference']:+.2f} ± {100 * rows[0]['ci95']:.2f} |")
     ea, eb = R.load_eval_state(plan, released), R.load_eval_state(plan, mean)
     assert {r["evaluation"] for r in rows} == set(ea["scores"]) and len(rows) == 2   # both protocols
     for r in rows:

@@ -181,10 +181,24 @@ def write_scoreboard(folder: Path = GENERATED) -> Path:
     return path
 
 
+def write_carry(folder: Path = GENERATED) -> Path:
+    """``book/_generated/mean_carry.md``: the batched path's mean Adam carry against the released order at
+    paper scale, paired by task (or where its runs stand), included by the fidelity page."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from reptile_lib import report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mean_carry.md"
+    path.write_text(report.carry_markdown())
+    return path
+
+
 def build(out: Path | None = None) -> Path:
     """``jupyter-book build`` with warnings as errors, after writing the scoreboard; returns the HTML folder."""
     check_toc()
     write_scoreboard()
+    write_carry()
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(ROOT),
            "-W", "--keep-going", "--all", "--builder", "html"]
     if out is not None:
