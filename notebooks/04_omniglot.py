@@ -102,10 +102,9 @@ if not finished:
                      "pipeline check that runs the same code at a tiny size."))
 
 # %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Unfinished run: the learning curve logged so far (show)", "code_prompt_hide": "Unfinished run (hide)"}
+# nothing when no Omniglot run is training or evaluating, so the page then has no box here
 shown = [book.show_unfinished_run(PLAN, name, f"{name}'s paper-scale run", "the test characters",
                                   f"{name}: unfinished paper-scale run (learning curve so far)") for name in NAMES]
-if not any(shown):
-    display(Markdown("No paper-scale Omniglot run is training or evaluating at the moment."))
 
 # %% tags=["remove-input", "hide-output"] mystnb={"code_prompt_show": "Pipeline check: a smoke run trained on this page, not the paper's experiment (show)", "code_prompt_hide": "Pipeline check (hide)"}
 # The smoke run: the 5-way config at a size that runs in about a minute on two CPU cores
@@ -125,8 +124,7 @@ if "omniglot_5way" not in finished:
     display(report.html_table(report.gap_rows(smoke, 5, show_smoke=True)))
     plots.learning_curves(smoke, title="pipeline check (smoke run)")
     plt.show()
-else:
-    display(Markdown("The paper-scale 5-way run is finished, so no pipeline check runs here."))
+# with the 5-way run finished the cell shows nothing, so the page has no box here
 
 # %% [markdown]
 # ## What the paper reports
