@@ -127,8 +127,8 @@ report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner
 
 # %% [markdown]
 # Each curve is its own unit of the queue of paper-scale runs (`runs/plan.toml`, `make reproduce`),
-# trained on a CPU in the released order, one after another; all use seed 0 (a second seed follows
-# later in the queue), so at every point of the curves they are measured on the same test tasks. A
+# trained on a CPU in the released order, one after another. The runs of one seed are measured on
+# the same test tasks at every point of the curves (the plan queues seeds 0 and 1). A
 # curve point is the accuracy on 500 freshly sampled test tasks every 1,000 meta-iterations (a 95%
 # interval of about ±1.8 points at 80% accuracy, ±1 at 95%), drawn as a band; the final accuracy of
 # each curve is measured on 10,000 test tasks.
