@@ -11,13 +11,10 @@ A CPU-sized run, then an evaluation of the weights it wrote. ``reptile train`` w
     reptile data check
 
 ``reptile reproduce`` writes the paper-scale models as ``results/weights/<unit>.pt``, e.g.
-``omniglot_5way-seed0.pt``; evaluating one needs its experiment's field changes from
-``runs/plan.toml`` (a weights file only loads into the exact config it was trained with)::
+``omniglot_5way-seed0.pt``. A weights file holds the config it was trained with, so ``--config``
+may be left out::
 
-    reptile evaluate --config omniglot_5way --tasks 1000 \\
-        --weights results/weights/omniglot_5way-seed0.pt \\
-        --set adam_carry=sequential batched=false \\
-              eval_interval=2000 eval_interval_tasks=200
+    reptile evaluate --weights results/weights/omniglot_5way-seed0.pt --tasks 1000
 
 Expected failures (missing data, bad input, a diverged run) print one line and exit non-zero:
 2 bad usage, 3 data not found, 4 a results/checkpoint file of another config, 5 diverged
@@ -73,9 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reptile", description="Reptile / FOMAML meta-learning (Nichol et al. 2018).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sp, with_profile=True):
-        sp.add_argument("--config", required=True, choices=sorted(PAPER_CONFIGS), metavar="NAME",
-                        help=f"the paper run to use: {', '.join(sorted(PAPER_CONFIGS))}")
+    def common(sp, with_profile=True, config_help=None):
+        sp.add_argument("--config", required=config_help is None, choices=sorted(PAPER_CONFIGS), metavar="NAME",
+                        help=config_help or f"the paper run to use: {', '.join(sorted(PAPER_CONFIGS))}")
         if with_profile:
             sp.add_argument("--profile", choices=("paper", "smoke"), default="paper",
                             help="'paper' = the paper's scale (GPU), 'smoke' = a tiny CPU-sized variant (default: paper)")
@@ -107,8 +104,10 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate trained weights on the paper's protocol",
                        description="Evaluate a weights file written by `reptile train`.")
-    common(e, with_profile=True)
-    e.add_argument("--weights", required=True, help="a weights file written by `reptile train`")
+    common(e, with_profile=True, config_help="the config the weights were trained with (default: the one stored in "
+                                             "the weights file; with --config, --profile and --set it is checked "
+                                             "against the file)")
+    e.add_argument("--weights", required=True, help="a weights file written by `reptile train` or `reptile reproduce`")
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
     e.add_argument("--tasks", type=int, default=None, help="number of tasks (default: the config's eval_samples)")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation tasks (default: 0)")
@@ -167,6 +166,22 @@ def _train(args) -> int:
     return 0
 
 
+def weights_config(path: str | Path):
+    """The config a weights file was trained with (``experiment.save_weights`` stores it)."""
+    import torch
+
+    from .configs import Config
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no weights file {path}: `reptile train` writes results/weights/<config>_seed<N>.pt, "
+                                "`reptile reproduce` results/weights/<unit>.pt")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if "config" not in blob:
+        raise ValueError(f"{path} holds no classifier config (the sine regressor's weights are plain state "
+                         "dicts): `reptile evaluate` takes the weights of an Omniglot, CIFAR-FS or Mini-ImageNet run")
+    return Config.from_dict(blob["config"])
+
+
 def _evaluate(args) -> int:
     from .configs import get_config
     from .data import load_dataset
@@ -174,7 +189,13 @@ def _evaluate(args) -> int:
     from .experiment import evaluate_model, load_weights
     from .train import make_learner
 
-    config = apply_overrides(get_config(args.config, args.profile), args.set)
+    if args.config is not None:
+        config = apply_overrides(get_config(args.config, args.profile), args.set)
+    else:   # the config is in the weights file: nothing to repeat, nothing to get wrong
+        if args.set:
+            raise ValueError("--set changes the config, so the weights would not load into it: name the config "
+                             "with --config, or leave out --set (--tasks, --split and --seed choose the evaluation)")
+        config = weights_config(args.weights)
     splits = load_dataset(config.dataset, args.data_root)
     if args.split not in splits:
         raise ValueError(f"{config.dataset} has no split {args.split!r}; choose one of {', '.join(sorted(splits))}")

@@ -404,3 +404,26 @@ def test_a_cifar_fs_unit_writes_what_its_chapter_shows(tmp_path):
     ax = plots.learning_curves(doc, title="CIFAR-FS")
     assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == ["val classes"]
     assert book.provenance_line(doc).startswith("paper-scale run on cpu")
+
+
+def test_reptile_evaluate_rederives_the_queues_numbers_from_its_weights(tmp_path, omniglot_root, capsys):
+    """`reptile evaluate --weights` on a unit's weights, with no --config (the file holds it): the same
+    tasks as the queue's evaluation of that seed (same seed, split, shots and chunks of 100), the same
+    per-task results, so the first 100 tasks' accuracies equal the queue's to the digit."""
+    from reptile_lib import cli
+
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    assert _run(plan, omniglot_root) == 0
+    rc = cli.main(["evaluate", "--weights", str(R.weights_path(plan, unit)), "--tasks", "100",
+                   "--data-root", omniglot_root, "--seed", str(unit.seed)])
+    assert rc == 0
+    printed = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    scores = R.load_eval_state(plan, unit)["scores"]
+    expected = {name: f"{100 * float((v[:100].double() / 5).mean()):.2f}" for name, v in scores.items()}
+    assert printed == expected
+    # bad input: one line, no traceback, exit 2
+    assert cli.main(["evaluate", "--weights", str(tmp_path / "none.pt")]) == 2
+    assert cli.main(["evaluate", "--weights", str(R.weights_path(plan, unit)), "--set", "meta_iters=3"]) == 2
+    err = capsys.readouterr().err
+    assert "no weights file" in err and "--set changes the config" in err
