@@ -57,7 +57,7 @@ display(Markdown(f"**Figure 3**: paper-scale runs {report.run_state('figure3', d
 # evaluation after 40,000 meta-iterations.
 
 # %% tags=["remove-input"]
-FINDINGS = {"finding": "Finding", "ours": "Ours", "holds": "Holds"}
+FINDINGS = {"finding": "Finding", "ours": "Ours", "holds": "Verdict"}
 COMPARISONS = {"finding": "Comparison", "ours": "Ours", "holds": "What we see"}
 FINISHED = doc is not None and doc["provenance"]["finished"]
 

@@ -754,7 +754,7 @@ def _table_rows(docs: Mapping[str, Mapping[str, Any] | None], queue: Sequence[Ma
                      "Ours": f"{Ours.of(m).text()} on CIFAR-FS" if m is not None and finished else "—",
                      "Scale": scale, "Device": _device(doc),
                      "Verdict": "another data set (CIFAR-FS stands in): not compared" if finished
-                     else f"{_not_compared(doc, scale)} (then shown beside it, never compared: another data set)",
+                     else f"{_not_compared(doc, scale)}; no verdict (another data set)",
                      "source": "cifar_fs_5way"})
     return rows
 

@@ -270,7 +270,7 @@ def test_scoreboard_has_one_row_per_claim_and_says_what_is_not_run(tmp_path):
     assert {r["Scale"] for r in twenty} == {"not run"}
     # Table 1 on CIFAR-FS never gets a verdict, and says so before its run is in
     table1 = [r for r in rows if r["Claim"].startswith("Table 1")]
-    assert table1 and all(r["Verdict"].endswith("never compared: another data set)") for r in table1)
+    assert table1 and all(r["Verdict"].endswith("; no verdict (another data set)") for r in table1)
     assert all(report.verdict_class(r["Verdict"]) == "pending" for r in table1)
     # nothing in an empty results folder is reproduced
     assert "0 reproduced" in report.scoreboard_summary(rows)
