@@ -14,7 +14,7 @@ A CPU-sized run, then an evaluation of the weights it wrote. ``reptile train`` w
 ``omniglot_5way-seed0.pt``. A weights file holds the config it was trained with, so ``--config``
 may be left out::
 
-    reptile evaluate --weights results/weights/omniglot_5way-seed0.pt --tasks 1000
+    reptile evaluate --weights results/weights/omniglot_5way-seed0.pt
 
 Expected failures (missing data, bad input, a diverged run) print one line and exit non-zero:
 2 bad usage, 3 data not found, 4 a results/checkpoint file of another config, 5 diverged
