@@ -276,6 +276,11 @@ def _open_segment(plan: Plan, unit: Unit) -> dict | None:
     except FileNotFoundError:
         return None
     start, now = journal["from"], _progress(plan, unit)
+    start = dict(start)
+    if now["iteration"] < start["iteration"]:   # the checkpoint was deleted since: the segment began afresh
+        start.update(iteration=0, wall_time_s=0.0)
+    if now["tasks_done"] < start["tasks_done"]:   # so was the evaluation
+        start.update(tasks_done=0, eval_s=0.0)
     record = {**journal["record"], "open": True}
     record.update(iterations=now["iteration"] - start["iteration"], iteration=now["iteration"],
                   train_s=round(now["wall_time_s"] - start["wall_time_s"], 1))

@@ -427,3 +427,17 @@ def test_reptile_evaluate_rederives_the_queues_numbers_from_its_weights(tmp_path
     assert cli.main(["evaluate", "--weights", str(R.weights_path(plan, unit)), "--set", "meta_iters=3"]) == 2
     err = capsys.readouterr().err
     assert "no weights file" in err and "--set changes the config" in err
+
+
+def test_a_journal_outlives_a_deleted_checkpoint_without_negative_counts(tmp_path, omniglot_root):
+    """A stale checkpoint deleted by hand and the unit started afresh: the journal counts from zero."""
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    calls = iter(range(10 ** 6))
+    R.run_unit(plan, unit, data_root=omniglot_root, stop=lambda: next(calls) >= 6, rebuild=False)
+    R._open_journal(plan, unit, {"id": "x", "started": "2026-01-01T00:00:00+0000"})   # from iteration 7
+    R.checkpoint_path(plan, unit).unlink()
+    calls = iter(range(10 ** 6))
+    R.train_unit(plan, unit, R._splits(unit, omniglot_root), "cpu", lambda: next(calls) >= 2, None, False)
+    live = R.segments(plan, unit)[-1]
+    assert live["open"] and live["iteration"] == live["iterations"] == 3 and live["train_s"] >= 0
