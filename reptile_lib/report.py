@@ -949,13 +949,19 @@ def scoreboard_markdown(rows: Sequence[Mapping[str, Any]], link_prefix: str = ""
     if not rows:
         raise ValueError("no scoreboard rows: scoreboard_rows() returned nothing")
     lines = ["| " + " | ".join(SCOREBOARD_DISPLAY) + " |", "|" + "---|" * len(SCOREBOARD_DISPLAY)]
-    chapter = None
+    chapter, shared = None, None
     for r in rows:
         if r["Chapter"] != chapter:
             chapter = r["Chapter"]
             title = CHAPTER_TITLES.get(chapter, chapter)
-            lines.append(f"| **{{doc}}`{title} <{link_prefix}{chapter}>`** |" + " |" * (len(SCOREBOARD_DISPLAY) - 1))
-        cells = [_short_claim(r["Claim"]), r["Paper"], r["Ours"], _scale_device(r), r["Verdict"]]
+            # the device, said once in the chapter's heading row when all its measured claims share it
+            devices = [str(x["Device"]) for x in rows if x["Chapter"] == chapter and x["Device"] not in ("", "—")]
+            shared = devices[0] if len(set(devices)) == 1 else None
+            device = f"ran on {shared}" if shared else ""
+            heading = [f"**{{doc}}`{title} <{link_prefix}{chapter}>`**", "", "", _cell(device), ""]
+            lines.append("|" + "|".join(f" {c} " if c else " " for c in heading) + "|")
+        scale = _QUEUE_PART.sub("", str(r["Scale"])) if shared else _scale_device(r)
+        cells = [_short_claim(r["Claim"]), r["Paper"], r["Ours"], scale, r["Verdict"]]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -327,9 +327,14 @@ def test_scoreboard_markdown_links_chapters_and_has_no_gaps(tmp_path):
 def test_scoreboard_markdown_puts_the_device_beside_the_scale():
     row = {"Claim": "Section 5: following AvgGradInner helps", "Paper": "derived", "Ours": "x", "Scale": "paper",
            "Device": "cpu (1 thread, x86_64)", "Verdict": "holds", "Chapter": "02_taylor"}
-    md = report.scoreboard_markdown([row, dict(row, Claim="Section 5 (b): a | b", Device="—")])
+    md = report.scoreboard_markdown([row, dict(row, Claim="Section 5 (b): a | b", Device="cpu (2 threads, x86_64)")])
     assert "| Following AvgGradInner helps | derived | x | paper; cpu (1 thread, x86_64) | holds |" in md
-    assert "| A \\| b | derived | x | paper | holds |" in md   # no device: the scale alone; pipes escaped
+    assert "| A \\| b | derived | x | paper; cpu (2 threads, x86_64) | holds |" in md   # pipes escaped
+    # one device for every measured claim of a chapter: said once, in the chapter's heading row
+    md = report.scoreboard_markdown([row, dict(row, Claim="Section 5 (b): a | b", Device="—")])
+    assert "| ran on cpu (1 thread, x86_64) | |" in md.splitlines()[2]
+    assert "| Following AvgGradInner helps | derived | x | paper | holds |" in md
+    assert "| A \\| b | derived | x | paper | holds |" in md
 
 
 def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
