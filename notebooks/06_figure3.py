@@ -147,7 +147,7 @@ def of(d, algorithm):
 
 def speed(d, algorithm):
     """Learning speed (%): the curve's mean over its points, with the points' 95% intervals combined."""
-    return report._curve(d, of(d, algorithm)["config"])
+    return report.curve_mean(d, of(d, algorithm)["config"])
 
 
 def final(d, algorithm):

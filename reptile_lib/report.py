@@ -360,8 +360,9 @@ def hyperparameter_rows(config: Any, paper_values: Mapping[str, Any]) -> list[di
 
 
 # ---------------------------------------------------------------- Figures 3 and 4: the findings, with numbers
-def _curve(doc: Mapping[str, Any], name: str, protocol: str = "nontransductive") -> tuple[float, float] | None:
-    """Mean accuracy over a run's learning-curve points (percent) and its 95% interval (points' intervals combined)."""
+def curve_mean(doc: Mapping[str, Any], name: str, protocol: str = "nontransductive") -> tuple[float, float] | None:
+    """Learning speed (Figure 3): mean accuracy over a run's learning-curve points (percent) and its 95%
+    interval (the points' intervals combined)."""
     key = f"{doc['extra']['monitor']['split']}_{protocol}"
     pts = [q for q in doc["extra"]["curves"].get(name, []) if key in q]
     if not pts:
@@ -409,7 +410,7 @@ def figure3_findings(doc: Mapping[str, Any] | None) -> list[dict]:
         return [{"finding": c, "ours": "—", "holds": status, "paper_claim": c not in claims[3:]} for c in claims]
     pts = {p["algorithm"]: p for p in doc["extra"]["points"]}
     final = {a: _final(doc, p) for a, p in pts.items()}
-    area = {a: _curve(doc, p["config"]) for a, p in pts.items()}
+    area = {a: curve_mean(doc, p["config"]) for a, p in pts.items()}
     rows = []
     g1 = final.get("g1")
     others = [v for a, v in final.items() if a != "g1" and v is not None]
