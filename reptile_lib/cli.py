@@ -154,6 +154,7 @@ def _train(args) -> int:
     config = apply_overrides(get_config(args.config, args.profile), args.set)
     out = Path(args.out) if args.out else Path("results") / ("" if args.profile == "paper" else "smoke") / f"{slug(config.name)}.json"
     weights = Path(args.weights_dir) if args.weights_dir else out.parent / "weights"
+    _refuse_foreign_results(out, config)
     splits = load_dataset(config.dataset, args.data_root)
     doc = run_experiment(config, args.profile, args.seeds, splits=splits, device=args.device, out=out,
                          weights_dir=weights, checkpoint_dir=args.checkpoint_dir,
@@ -164,6 +165,24 @@ def _train(args) -> int:
         print(f"{name:40s} {100 * m['mean']:6.2f} ± {100 * m['ci95']:.2f} %  ({m['n_tasks']} tasks)")
     print(f"wrote {out}{'' if doc['provenance']['finished'] else ' (UNFINISHED: re-run to resume)'}")
     return 0
+
+
+def _refuse_foreign_results(out: Path, config) -> None:
+    """Never overwrite a results file made with another configuration (e.g. the book's committed runs)."""
+    import json
+
+    from .results import ResultsMismatchError, config_hash
+
+    if not out.exists():
+        return
+    try:
+        theirs = json.loads(out.read_text()).get("config_hash")
+    except (OSError, ValueError):
+        theirs = None
+    if theirs != config_hash(config):
+        raise ResultsMismatchError(
+            f"{out} holds results of another configuration (hash {theirs}, this one {config_hash(config)}), such as "
+            f"the book's own runs; write yours elsewhere, e.g. --out results/mine/{out.name}")
 
 
 def weights_config(path: str | Path):

@@ -1,4 +1,5 @@
 """The command line: help, exit codes and one-line messages for bad input."""
+import json
 import subprocess
 import sys
 import time
@@ -75,3 +76,16 @@ def test_status_piped_into_a_reader_that_stops_early_prints_no_traceback():
     r = subprocess.run(f"{sys.executable} -m reptile_lib.cli status --all | true", shell=True,
                        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr
+
+
+def test_train_refuses_to_overwrite_results_of_another_config(tmp_path, capsys):
+    """The book's committed results are never replaced by a run of another configuration."""
+    from reptile_lib import cli
+
+    out = tmp_path / "omniglot_5way.json"
+    out.write_text(json.dumps({"config_hash": "0123456789abcdef", "experiment": "omniglot_5way"}))
+    rc = cli.main(["train", "--config", "omniglot_5way", "--profile", "smoke", "--out", str(out)])
+    assert rc == 4
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "--out results/mine/omniglot_5way.json" in err
+    assert json.loads(out.read_text())["config_hash"] == "0123456789abcdef"   # untouched
