@@ -42,7 +42,7 @@ display(Markdown(report.claim_box("05_cifar_fs", note="No copy of Mini-ImageNet 
 # as Mini-ImageNet's split, with 32×32 instead of 84×84 images.
 #
 # We keep the paper's Mini-ImageNet hyper-parameters and network (config `cifar_fs_5way`) and
-# change only the input size. No Reptile number on CIFAR-FS is published, so there is **no verdict
+# change only the input size. No published 5-way Reptile number on CIFAR-FS was found, so there is **no verdict
 # against the paper here**: our numbers stand with their intervals, beside the published CIFAR-FS
 # numbers of other methods and, for context only, the paper's Mini-ImageNet numbers — a different
 # data set. At the end: how to run the real Mini-ImageNet experiment if you have the images.
@@ -155,7 +155,7 @@ report.html_table(report.hyperparameter_rows(CONFIG, paper.HYPERPARAMETERS["mini
 # one (about seven times the pixels per image), and we have no copy of the images, so we have not run it. Compare with the paper's **Reptile** rows of
 # Table 1 (non-transductive: 47.07 ± 0.26 and
 # 62.74 ± 0.37; transductive: 49.97 ± 0.32 and 65.99 ± 0.58): the cell below does so, with the same
-# verdict as the Omniglot chapter, as soon as that file exists.
+# verdict rule as the Omniglot chapter, as soon as that file exists.
 
 # %% tags=["remove-input"]
 mini = book.load_if_matching("miniimagenet_5way", configs.get_config("miniimagenet_5way"), "paper")

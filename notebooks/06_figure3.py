@@ -130,7 +130,7 @@ report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner
 # trained on a CPU in the released order, one after another. The runs of one seed are measured on
 # the same test tasks at every point of the curves (the plan queues seeds 0 and 1). A
 # curve point is the accuracy on 500 freshly sampled test tasks every 1,000 meta-iterations (a 95%
-# interval of about ±1.8 points at 80% accuracy, ±1 at 95%), drawn as a band; the final accuracy of
+# interval of about ±1.6 points at 80% accuracy, ±0.9 at 95%), drawn as a band; the final accuracy of
 # each curve is measured on 10,000 test tasks.
 
 # %% [markdown]
@@ -166,11 +166,10 @@ def ahead(a, b, names):
 
 
 if FINISHED:
-    VERDICT = {"yes": "holds", "no": "does not hold", "yes, within noise": "holds, within noise"}
     SHORT = {"g1 alone": "g1 alone barely learns", "more inner": "more inner gradients learn faster (sums)",
              "... and for": "the same for the averages"}
     verdicts = "; ".join(f"{next((v for k, v in SHORT.items() if r['finding'].startswith(k)), r['finding'])}: "
-                         f"{VERDICT.get(r['holds'], r['holds'])}" for r in ROWS if r["paper_claim"])
+                         f"{r['holds']}" for r in ROWS if r["paper_claim"])
     lines = [f"- The paper's findings, with their numbers in the first table under Results: {verdicts}."]
     key = f"{doc['extra']['monitor']['split']}_nontransductive"
     g1 = [q for q in doc["extra"]["curves"][of(doc, "g1")["config"]] if key in q]

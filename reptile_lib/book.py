@@ -75,7 +75,7 @@ def provenance_line(doc: dict) -> str:
     else:
         commit = "commit " + str(commits[0])[:7] + (" with uncommitted changes" if str(commits[0]).endswith("+dirty") else "")
     took = f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
-    return f"{kind} on {p['device']}, {commit}, {when}, {took}, seeds {seeds}{status}"
+    return f"{kind} on {p['device']}, {commit}, {when}, {took}, seed{'s' if len(p['seeds']) != 1 else ''} {seeds}{status}"
 
 
 # ---------------------------------------------------------------- which results a chapter shows

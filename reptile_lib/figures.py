@@ -90,7 +90,9 @@ def assemble(plan: Any, figure: str = "figure3") -> dict | None:
              "monitor": {"split": split or "test", "tasks_per_point": base.eval_interval_tasks,
                          "interval": base.eval_interval},
              "trainer": "the queue (reptile reproduce), one experiment per run"}
-    prov = provenance("cpu", sorted(seeds), wall, done == len(points), commits=sorted(commits))
+    names = {e.name for e in exps.values() if e is not None}
+    planned = sorted({u.seed for u in plan.units if u.experiment.name in names} | seeds)
+    prov = provenance("cpu", sorted(seeds), wall, done == len(points), commits=sorted(commits), seeds_planned=planned)
     prov["device"] = "; ".join(sorted(devices))
     return results_document(figure, "paper", figure_config(figure, "paper", points), metrics, prov, extra)
 

@@ -116,8 +116,8 @@ ALL_NUMBERS: tuple[PaperNumber, ...] = TABLE1 + TABLE2 + CIFAR_FS_REFERENCE
 
 # The ± of the Reptile rows is smaller than one run's 95% interval over 10,000 tasks, so it is
 # most likely a spread over several runs (the paper does not say); MAML's rows are 95% intervals (Finn et al.).
-PM_NOTE = ("The ± of the Reptile rows is smaller than one run's 95% interval over 10,000 tasks, so it is most "
-           "likely a spread over several runs; the paper does not say. MAML rows use batch statistics at test time, hence "
+PM_NOTE = ("For the 1-shot Reptile cells the ± is well below one run's 95% interval over 10,000 tasks, so it is "
+           "most likely a spread over several runs; the paper does not say. MAML rows use batch statistics at test time, hence "
            "'transduction'.")
 
 

@@ -426,7 +426,7 @@ def figure3_findings(doc: Mapping[str, Any] | None) -> list[dict]:
                                                                                if start > g1[0] + g1[1] else "")
                                 if start is not None else "")
                              + f"); the other nine {min(v[0] for v in others):.1f}–{max(v[0] for v in others):.1f}%",
-                     "holds": "yes" if holds else "no"})
+                     "holds": "holds" if holds else "does not hold"})
     for claim, labels in ((claims[1], ("g1+g2", "g1+g2+g3", "g1+g2+g3+g4")),
                           (claims[2], ("(g1+g2)/2", "(g1+g2+g3)/3", "(g1+g2+g3+g4)/4"))):
         vals = [area.get(a) for a in labels]
@@ -437,7 +437,7 @@ def figure3_findings(doc: Mapping[str, Any] | None) -> list[dict]:
         apart = all(b[0] - a[0] > math.hypot(a[1], b[1]) for a, b in zip(vals, vals[1:]))
         rows.append({"finding": claim, "ours": "curve means " + " < ".join(f"{v[0]:.1f}" for v in vals)
                      if increasing else "curve means " + ", ".join(f"{v[0]:.1f}" for v in vals),
-                     "holds": ("yes" if apart else "yes, within noise") if increasing else "no"})
+                     "holds": ("holds" if apart else "holds, within noise") if increasing else "does not hold"})
     a, b = area.get("g2"), area.get("g1+g2")
     fa, fb = final.get("g2"), final.get("g1+g2")
     if None in (a, b, fa, fb):

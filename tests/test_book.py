@@ -89,7 +89,7 @@ def test_provenance_line_and_metrics_frame(tmp_path):
     config = configs.OMNIGLOT_5WAY
     doc = json.loads(_fake_results(tmp_path, config, "smoke", 0.5, finished=False).read_text())
     line = book.provenance_line(doc)
-    assert line.startswith("smoke run") and "2.1 min" in line and "NOT FINISHED" in line and "seeds 0" in line
+    assert line.startswith("smoke run") and "2.1 min" in line and "NOT FINISHED" in line and ", seed 0 " in line
     # a run the queue trained over many stops: how many commits, hours
     doc["provenance"].update(commits=["a" * 40, "b" * 40 + "+dirty", "c" * 40], wall_time_s=3 * 3600)
     line = book.provenance_line(doc)

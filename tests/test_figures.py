@@ -77,7 +77,7 @@ def test_all_ten_give_the_findings_the_figure_and_the_file_the_chapter_loads(pla
     doc = load_results(path, sweeps.figure_config("figure3", "paper"), "paper")   # what the chapter loads
     assert doc["provenance"]["finished"] and doc["extra"]["curves_finished"] == 10
     rows = report.figure3_findings(doc)
-    assert rows[0]["holds"] == "yes" and rows[1]["holds"].startswith("yes")
+    assert rows[0]["holds"] == "holds" and rows[1]["holds"].startswith("holds")
     ax = __import__("reptile_lib.plots.experiments", fromlist=["figure3"]).figure3(doc)
     assert "range over seeds" in ax.get_title() and len(ax.get_lines()) == 10
     assert len(ax.child_axes) == 1 and len(ax.child_axes[0].get_lines()) == 9   # the zoom: all but g1

@@ -176,7 +176,7 @@ def figure3_doc(g1=0.3, k_levels=(0.80, 0.85, 0.90), g2=0.81, profile="paper", f
 
 def test_figure3_findings_hold_and_fail_with_the_numbers():
     rows = report.figure3_findings(figure3_doc())
-    assert [r["holds"] for r in rows[:3]] == ["yes", "yes", "yes"]
+    assert [r["holds"] for r in rows[:3]] == ["holds", "holds", "holds"]
     assert rows[0]["ours"].startswith("g1 30.0 ± 0.5% (chance 20%; 20.0% at its first curve point)")
     falls = report.figure3_findings(figure3_doc(g1=0.3, first={"g1": 0.6}))[0]["ours"]
     assert "60.0% at its first curve point, so it falls rather than learns" in falls
@@ -192,7 +192,7 @@ def test_figure3_findings_hold_and_fail_with_the_numbers():
     mixed = report.figure3_findings(figure3_doc(k_levels=(0.6, 0.74, 0.9)))[4]["holds"]
     assert mixed == "sum ahead for k = 4; average ahead for k = 2, 3 (within noise for k = 3)"
     bad = report.figure3_findings(figure3_doc(g1=0.8, k_levels=(0.9, 0.85, 0.8)))
-    assert bad[0]["holds"] == "no" and bad[1]["holds"] == "no"
+    assert bad[0]["holds"] == "does not hold" and bad[1]["holds"] == "does not hold"
     assert {r["holds"] for r in report.figure3_findings(figure3_doc(profile="smoke"))} == {"smoke run — not comparable"}
     assert {r["holds"] for r in report.figure3_findings(figure3_doc(finished=False))} == {"unfinished run — not evaluated"}
 
