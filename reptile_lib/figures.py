@@ -56,7 +56,7 @@ def assemble(plan: Any, figure: str = "figure3") -> dict | None:
     points = figure_points(figure, "paper")
     exps = curve_experiments(plan, figure)
     metrics, curves, seed_curves, iterations = {}, {}, {}, {}
-    seeds, devices, commits, wall, done = set(), set(), set(), 0.0, 0
+    seeds, devices, commits, dates, wall, done = set(), set(), set(), set(), 0.0, 0
     split = None
     for p in points:
         exp = exps.get(p.config.name)
@@ -81,6 +81,7 @@ def assemble(plan: Any, figure: str = "figure3") -> dict | None:
         seeds.update(prov["seeds"])
         devices.update(d for d in prov["device"].split("; ") if d)
         commits.update(prov.get("commits", [prov["commit"]]))
+        dates.add(str(prov.get("date", "")))
         wall += prov["wall_time_s"]
     if not done:
         return None
@@ -94,6 +95,7 @@ def assemble(plan: Any, figure: str = "figure3") -> dict | None:
     planned = sorted({u.seed for u in plan.units if u.experiment.name in names} | seeds)
     prov = provenance("cpu", sorted(seeds), wall, done == len(points), commits=sorted(commits), seeds_planned=planned)
     prov["device"] = "; ".join(sorted(devices))
+    prov["date"] = max(dates) or prov["date"]   # when its newest run was written, not when the runs were joined
     return results_document(figure, "paper", figure_config(figure, "paper", points), metrics, prov, extra)
 
 
