@@ -169,20 +169,15 @@ def _train(args) -> int:
 
 def _refuse_foreign_results(out: Path, config) -> None:
     """Never overwrite a results file made with another configuration (e.g. the book's committed runs)."""
-    import json
-
-    from .results import ResultsMismatchError, config_hash
+    from .results import ResultsMismatchError, load_results
 
     if not out.exists():
         return
     try:
-        theirs = json.loads(out.read_text()).get("config_hash")
-    except (OSError, ValueError):
-        theirs = None
-    if theirs != config_hash(config):
-        raise ResultsMismatchError(
-            f"{out} holds results of another configuration (hash {theirs}, this one {config_hash(config)}), such as "
-            f"the book's own runs; write yours elsewhere, e.g. --out results/mine/{out.name}")
+        load_results(out, config)
+    except ResultsMismatchError as e:
+        raise ResultsMismatchError(f"{e}. It holds results of another configuration, such as the book's own runs: "
+                                   f"write yours elsewhere, e.g. --out results/mine/{out.name}") from e
 
 
 def weights_config(path: str | Path):

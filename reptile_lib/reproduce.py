@@ -252,18 +252,16 @@ def _progress(plan: Plan, unit: Unit) -> dict:
     ev = eval_path(plan, unit)
     if ev.exists():
         blob = torch.load(ev, map_location="cpu", weights_only=True)
-        out.update(tasks_done=sum(len(v) for v in blob["scores"].values()) // 2, eval_s=float(blob.get("wall_s", 0.0)))
+        out.update(tasks_done=_tasks_done(blob), eval_s=float(blob.get("wall_s", 0.0)))
     return out
 
 
 def _open_journal(plan: Plan, unit: Unit, record: dict) -> None:
     """Note a segment's start (its record so far and where the saved files stood), written then renamed:
     a segment killed before it logs its line is still counted (:func:`_open_segment`)."""
-    path = journal_path(plan, unit)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"record": record, "from": _progress(plan, unit)}))
-    os.replace(tmp, path)
+    from .results import atomic_write_text
+
+    atomic_write_text(journal_path(plan, unit), json.dumps({"record": record, "from": _progress(plan, unit)}))
 
 
 def _open_segment(plan: Plan, unit: Unit) -> dict | None:
@@ -275,8 +273,7 @@ def _open_segment(plan: Plan, unit: Unit) -> dict | None:
         journal = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    start, now = journal["from"], _progress(plan, unit)
-    start = dict(start)
+    start, now = dict(journal["from"]), _progress(plan, unit)
     if now["iteration"] < start["iteration"]:   # the checkpoint was deleted since: the segment began afresh
         start.update(iteration=0, wall_time_s=0.0)
     if now["tasks_done"] < start["tasks_done"]:   # so was the evaluation
@@ -330,12 +327,17 @@ def load_eval_state(plan: Plan, unit: Unit) -> dict | None:
     return blob
 
 
+def _tasks_done(ev: dict) -> int:
+    """Evaluation tasks an evaluation state has scored (each task scores two protocols)."""
+    return sum(len(v) for v in ev["scores"].values()) // 2
+
+
 def unit_state(plan: Plan, unit: Unit) -> dict:
     """Where a unit stands: ``{'phase': 'pending'|'training'|'evaluating'|'done', ...}``."""
     ev = load_eval_state(plan, unit)
     total = sum(n for _, _, n in _eval_tasks(unit))
     if ev is not None:
-        done = sum(len(v) for v in ev["scores"].values()) // 2   # two protocols per task
+        done = _tasks_done(ev)
         return {"phase": "done" if ev.get("finished") else "evaluating", "iteration": unit.config.meta_iters,
                 "tasks_done": done, "tasks_total": total}
     ckpt = checkpoint_path(plan, unit)
@@ -400,10 +402,10 @@ def _measured_speed(plan: Plan, unit: Unit) -> tuple[str, float] | None:
     segs = [s for s in segments(plan, unit) if s.get("iterations", 0) > 0 and s.get("train_s")]
     if not segs:
         return None
-    path = _path_and_kernels(segs[-1])
+    path, window = _path_and_kernels(segs[-1]), speed_window(unit.config)
     recent, its = [], 0
     for s in reversed([s for s in segs if _path_and_kernels(s) == path]):
-        if its >= speed_window(unit.config):
+        if its >= window:
             break
         recent.append(s)
         its += s["iterations"]
