@@ -291,6 +291,8 @@ def _reproduce_workers(args, device: str) -> int:
         log = plan.root / f"reproduce.worker{k}.log"
         with open(log, "w") as out:
             children.append(subprocess.Popen([*argv, "--worker", str(k)], stdout=out, stderr=subprocess.STDOUT))
+        for signum in sorted(passed):   # a signal that came while it was being started was not passed to it
+            children[-1].send_signal(signum)
         print(f"reproduce: worker {k} started (pid {children[-1].pid}), log {log}", file=sys.stderr, flush=True)
         time.sleep(2.0)   # let it claim its first unit before the next worker looks
 
