@@ -170,7 +170,7 @@ else:
 # %% [markdown]
 # ## What to take away
 #
-# - No published 5-way Reptile number on CIFAR-FS exists, so this chapter has no verdict against
-#   the paper; the paper's Table 1 is on Mini-ImageNet, which we do not have.
-# - Once the paper-scale run finishes, its numbers stand beside other methods' CIFAR-FS numbers,
-#   with their intervals and seeds; until then the pipeline check only shows that the code runs.
+# - Computed from the results file, so it changes by itself when the queue finishes a seed.
+
+# %% tags=["remove-input"]
+display(Markdown("\n".join(f"- {t}" for t in report.cifar_fs_takeaways(finished))))

@@ -233,6 +233,27 @@ def test_table2_and_cifar_rows_use_the_papers_numbers():
     assert all("Lee et al. 2019 (MetaOptNet), Table 2" in r["note"] for r in anchors.values())
 
 
+def test_cifar_fs_takeaways_are_computed_from_the_results_and_give_no_verdict():
+    """The CIFAR-FS chapter's summary: our four numbers, the transduction gain here and in the paper's
+    Mini-ImageNet rows (49.97 - 47.07 and 65.99 - 62.74), the references beside ours; which seeds are missing."""
+    pytest.importorskip("reptile_lib.paper")
+    values = {(1, False): 0.5, (1, True): 0.55, (5, False): 0.7, (5, True): 0.75}
+    doc = {"metrics": {f"test_{s}shot_5way_{'transductive' if t else 'nontransductive'}": {"mean": v}
+                       for (s, t), v in values.items()},
+           "provenance": {"finished": True, "seeds": [0], "seeds_planned": [0, 1, 2]}}
+    text = "\n".join(report.cifar_fs_takeaways(doc))
+    assert "seed 0; seeds 1, 2 still in the queue" in text and "mean over seeds" not in text
+    assert "50.00% 1-shot and 70.00% 5-shot, 55.00% and 75.00% with transduction" in text
+    assert "adds 5.00 points in 1-shot and 5.00 in 5-shot here" in text and "it adds 2.90 and 3.25" in text
+    assert "1-shot, ours 50.00 (55.00 with transduction) against MAML 58.9 and prototypical networks 55.5" in text
+    assert "no verdict" in text and "verdict:" not in text.lower()
+    doc["provenance"]["seeds"] = [0, 1, 2]
+    assert "(seeds 0, 1, 2): " in "\n".join(report.cifar_fs_takeaways(doc))
+    assert "mean over seeds" in "\n".join(report.cifar_fs_takeaways(doc))
+    unfinished = report.cifar_fs_takeaways({**doc, "provenance": {"finished": False, "seeds": [0]}})
+    assert len(unfinished) == 2 and "not finished" in unfinished[1]
+
+
 # ---------------------------------------------------------------- the scoreboard
 def _write_omniglot(folder, finished=True, seeds=(0,), config=None):
     from reptile_lib import reproduce
