@@ -515,7 +515,9 @@ def status_rows(plan: Plan) -> list[dict]:
         if st["phase"] == "done":
             state, hours = "done", 0.0
         else:
-            state = {"pending": "pending", "stale": "stale checkpoint (another config): delete it",
+            # a segment has begun (its journal exists) but has not checkpointed yet: started, or killed that early
+            started = st["phase"] == "pending" and journal_path(plan, unit).exists()
+            state = "started: no checkpoint yet" if started else {"pending": "pending", "stale": "stale checkpoint (another config): delete it",
                      "training": f"training: {st['iteration']:,} of {n:,}",
                      "evaluating": f"evaluating: {st['tasks_done']:,} of {st['tasks_total']:,} tasks"}[st["phase"]]
             hours = None if left_train is None else (left_train + (left_eval or 0.0)) / 3600

@@ -284,6 +284,16 @@ def test_two_workers_share_the_plan_and_compute_what_one_would(tmp_path, omniglo
     assert doc["provenance"]["seeds"] == [0, 1]          # both seeds pooled, whichever worker finished last
 
 
+def test_a_unit_started_but_not_yet_checkpointed_is_not_shown_as_pending(tmp_path):
+    """Between a segment's start and its first checkpoint only the journal says the unit has begun."""
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    assert [r["state"] for r in R.status_rows(plan)] == ["pending"]
+    R._open_journal(plan, unit, {"id": "x", "started": "2026-01-01T00:00:00+0000"})
+    assert [r["state"] for r in R.status_rows(plan)] == ["started: no checkpoint yet"]
+    assert R.unit_state(plan, unit)["phase"] == "pending"   # what a worker resumes from is unchanged
+
+
 def test_a_signal_while_the_workers_start_stops_them_all_without_a_failure(tmp_path, omniglot_root):
     """SIGTERM right after the second worker is started, before it can have installed its own handler: the
     signal passed on ends it, which is a stop, not a failure; nothing is left half-written."""
