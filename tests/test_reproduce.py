@@ -412,7 +412,7 @@ def test_a_cifar_fs_unit_writes_what_its_chapter_shows(tmp_path):
     assert len(cells) == 4 and all(c.endswith("(1 seed)") and "±" in c for c in cells), cells
     assert [q["iteration"] for q in doc["extra"]["history"]["0"] if "val_nontransductive" in q] == [1, 2, 4]
     ax = plots.learning_curves(doc, title="CIFAR-FS")
-    assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == ["val classes"]
+    assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == ["validation classes"]
     assert book.provenance_line(doc).startswith("paper-scale run on cpu")
 
 

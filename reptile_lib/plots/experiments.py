@@ -22,6 +22,7 @@ FAMILY_COLORS = {"fomaml": ("#6baed6", "#2171b5", "#08306b"), "sum": ("#fd8d3c",
                  "average": ("#74c476", "#238b45", "#00441b")}
 FAMILY_STYLE = {"g1 alone": "-", "fomaml": ":", "sum": "-", "average": "--"}
 FAMILY_ORDER = ("g1 alone", "fomaml", "sum", "average")
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}   # legend words for the splits
 
 
 def _figure3_color(family: str, k: int) -> str:
@@ -63,7 +64,7 @@ def learning_curves(doc: Mapping[str, Any], ax=None, protocol: str = "nontransdu
         its = series[0][0][:n]
         mean = np.mean([s[1][:n] for s in series], axis=0)
         ax.plot(its, mean, color=colors.get(split, "gray"), marker="o", ms=2.5, lw=1.4,
-                label=f"{split} classes" + (f" (mean of {len(series)} seeds)" if len(series) > 1 else ""))
+                label=f"{SPLIT_NAMES.get(split, split)} classes" + (f" (mean of {len(series)} seeds)" if len(series) > 1 else ""))
         h = next(iter(hist.values()))
         if len(series) == 1 and all(f"{key}_ci95" in p for p in h if key in p):  # one seed: its 95% band
             ci = np.array([100 * p[f"{key}_ci95"] for p in h if key in p][:n])
