@@ -53,7 +53,8 @@ display(Markdown(f"**{NAME}**: paper-scale run {report.run_state(NAME, doc)}."))
 # %% [markdown]
 # ## Results
 #
-# Ours: mean over seeds, 95% interval over all test tasks, seed count and spread. Bertinetto et
+# Ours: mean over seeds, 95% interval over all test tasks, the seed count, and the spread over seeds
+# once more than one seed has finished. Bertinetto et
 # al.'s CIFAR-FS numbers of MAML and prototypical networks {cite:p}`bertinetto2019closedform`, as
 # tabulated by Lee et al. {cite:p}`lee2019metaoptnet` (Table 2), are references; the paper's
 # Mini-ImageNet Reptile numbers are on a different data set and shown for context, with no verdict.
@@ -68,9 +69,12 @@ if finished is not None:
     if (finished["extra"].get("history") or {}).get(str(finished["provenance"]["seeds"][0])):
         display(Markdown("{numref}`fig-cifar-fs-curves` shows how the accuracy on the validation classes grew "
                          "during training."))
+        seeds = finished["provenance"]["seeds"]
+        which = (f"seed {seeds[0]}; shaded: the 95% interval over those tasks" if len(seeds) == 1 else
+                 f"mean of seeds {', '.join(map(str, seeds))}; thin lines: each seed")
         book.show_figure(plots.learning_curves(finished, title="CIFAR-FS, paper-scale run").figure, "cifar-fs-curves",
-                         "CIFAR-FS: non-transductive accuracy on sampled tasks of the validation classes "
-                         "against the meta-iteration.")
+                         f"CIFAR-FS: non-transductive 1-shot 5-way accuracy on {CONFIG.eval_interval_tasks} tasks of the "
+                         f"validation classes every {CONFIG.eval_interval:,} meta-iterations ({which}).")
 else:
     display(Markdown("No paper-scale CIFAR-FS run is finished: its numbers and learning curve appear here when it is. "
                      "Below, the learning curve of a run still in the queue, as far as it has got (when one has "
@@ -120,20 +124,21 @@ report.html_table(report.network_rows("miniimagenet", (84, 32), 3),
 # instead of 84):
 
 # %% tags=["remove-input", "nbval-check-output"]
-report.html_table(report.hyperparameter_rows(CONFIG, paper.HYPERPARAMETERS["miniimagenet_5way"]),
+report.html_table(report.hyperparameter_rows(CONFIG, paper.HYPERPARAMETERS["miniimagenet_5way"])
+                  + [{"field": "image size", "paper": "84×84 (Mini-ImageNet)", "ours": "32×32 (CIFAR-FS)", "same": "NO"}],
                   {"field": "Setting", "paper": "Paper", "ours": "Ours", "same": "Same"})
 
 # %% [markdown]
-# The learning curve of training watches the 16 **validation** classes (200 tasks every 2,000
-# meta-iterations), never the test classes. The 20 test classes are used once, at the end: 10,000 tasks per setting and
+# During training, accuracy is tracked on the 16 **validation** classes (200 tasks every 2,000
+# meta-iterations), never on the test classes. The 20 test classes are used once, at the end: 10,000 tasks per setting and
 # protocol, 1- and 5-shot, transductive and not.
 
 # %% [markdown]
 # ## Which bytes the runs read
 #
 # The runs read the lossless PNG tiles of the data folder (one tile of 600 images per class), so
-# their inputs are CIFAR-100's pixels exactly; the results file names the bytes it was made from
-# (`cifar_fs/test`). A lossy copy made with `reptile data pack cifar_fs` (for moving the data to
+# their inputs are CIFAR-100's pixels exactly; the results file records which copy of the data it
+# read (`cifar_fs/test`, the lossless PNGs). A lossy copy made with `reptile data pack cifar_fs` (for moving the data to
 # another machine) would be named `cifar_fs/test@jpeg-q95` in the results, never mixed with these.
 
 # %% [markdown]
@@ -170,7 +175,7 @@ else:
 # %% [markdown]
 # ## What to take away
 #
-# - Computed from the results file, so it changes by itself when the queue finishes a seed.
+# - Computed from `results/cifar_fs_5way.json`.
 
 # %% tags=["remove-input"]
 display(Markdown("\n".join(f"- {t}" for t in report.cifar_fs_takeaways(finished))))

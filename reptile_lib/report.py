@@ -263,7 +263,8 @@ def cifar_fs_rows(doc: Mapping[str, Any] | None, show_smoke: bool = False) -> li
         row["note"] = "this book; no published Reptile number on CIFAR-FS to compare with"
         rows.append(row)
     source = "Bertinetto et al. 2019, as tabulated by Lee et al. 2019 (MetaOptNet), Table 2"
-    notes = {"MAML": f"{source}; 32-32-32-32 network; reference only",
+    notes = {"MAML": f"{source}; 32-32-32-32 network; probably transductive (MAML's code normalises with the "
+                     "test batch's statistics), like our '+ transduction' row; reference only",
              "prototypical networks": f"{source}; 64-64-64-64 network; reference only"}
     for group, data in ((paper.CIFAR_FS_REFERENCE, "CIFAR-FS"),
                         ([n for n in paper.TABLE1 if n.algorithm.startswith("Reptile")], "Mini-ImageNet")):
@@ -790,7 +791,7 @@ def _table_rows(docs: Mapping[str, Mapping[str, Any] | None], queue: Sequence[Ma
         rows.append({"Claim": f"Table 1 (Mini-ImageNet): {n.algorithm}, {n.setting}", "Paper": n.text(),
                      "Ours": f"{Ours.of(m).text()} on CIFAR-FS" if m is not None and finished else "—",
                      "Scale": scale, "Device": _device(doc),
-                     "Verdict": "another data set (CIFAR-FS stands in): not compared" if finished
+                     "Verdict": "none (measured on CIFAR-FS, another data set)" if finished
                      else f"{_not_compared(doc, scale)}; no verdict (another data set)",
                      "source": "cifar_fs_5way"})
     return rows
