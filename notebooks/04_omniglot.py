@@ -186,8 +186,11 @@ for name, config in RUNS.items():
 
 # %% tags=["remove-input"]
 carry_rows = report.carry_rows(PLAN)
+carry_text = report.carry_summary(carry_rows, finished.get("omniglot_5way"))
 if carry_rows:
     display(report.html_table(carry_rows, report.CARRY_COLUMNS))
+    if carry_text:
+        display(Markdown(carry_text))
 else:
     display(Markdown(report.carry_pending_text(PLAN)))
 
@@ -200,10 +203,8 @@ else:
 
 # %% tags=["remove-input"]
 takeaways = report.table2_takeaways(finished)
-if carry_rows:
-    takeaways.append("The batched path's mean Adam carry against the released order, paired by task: "
-                     + "; ".join(f"{r['evaluation']} {r['difference']} points" for r in carry_rows
-                                 if ", test " in r["evaluation"]) + ".")
+if carry_text:
+    takeaways.append(f"**The batched path's mean Adam carry**, paired by task with the released order. {carry_text}")
 else:
     takeaways.append("The batched path's mean Adam carry is not measured at paper scale yet (its unit is in the queue).")
 display(Markdown("\n".join(f"- {t}" for t in takeaways)))

@@ -22,6 +22,7 @@ or an absent results file each say so instead.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -1021,9 +1022,17 @@ CARRY_COLUMNS = {"evaluation": "Evaluation", "tasks": "Tasks", "a": "Released or
                  "difference": "Mean carry − released (points)"}
 
 
+def metric_words(name: str) -> str:
+    """``test_1shot_5way_nontransductive`` -> 'test, 1-shot 5-way, non-transductive' (a results metric in words)."""
+    split, shots, ways, protocol = name.split("_")
+    return (f"{split}, {shots.removesuffix('shot')}-shot {ways.removesuffix('way')}-way, "
+            f"{'transductive' if protocol == 'transductive' else 'non-transductive'}")
+
+
 def carry_rows(plan: Any = None, released: str = "omniglot_5way", mean: str = "omniglot_5way_mean_carry") -> list[dict]:
     """The batched path's mean Adam carry against the released order at paper scale, task by task
-    (:func:`reproduce.paired_by_task`): one row per evaluation both runs of a seed finished ([] until then)."""
+    (:func:`reproduce.paired_by_task`): one row per evaluation both runs of a seed finished ([] until then);
+    the :data:`CARRY_COLUMNS` as text, plus ``split``, ``metric`` and the difference and interval in points."""
     from . import reproduce
 
     plan = plan or reproduce.load_plan()
@@ -1031,10 +1040,46 @@ def carry_rows(plan: Any = None, released: str = "omniglot_5way", mean: str = "o
     for mean_unit in plan.of(mean):
         twin = [u for u in plan.of(released) if u.seed == mean_unit.seed]
         for r in (reproduce.paired_by_task(plan, twin[0], mean_unit) if twin else None) or []:
-            rows.append({"evaluation": f"seed {mean_unit.seed}, " + r["evaluation"].replace("_", " "),
+            rows.append({"evaluation": f"seed {mean_unit.seed}, " + metric_words(r["evaluation"]),
                          "tasks": f"{r['tasks']:,}", "a": f"{100 * r['a']:.2f}", "b": f"{100 * r['b']:.2f}",
-                         "difference": f"{100 * r['difference']:+.2f} ± {100 * r['ci95']:.2f}"})
+                         "difference": f"{100 * r['difference']:+.2f} ± {100 * r['ci95']:.2f}",
+                         "split": r["evaluation"].split("_")[0], "metric": r["evaluation"], "seed": mean_unit.seed,
+                         "points": 100 * r["difference"], "ci_points": 100 * r["ci95"]})
     return rows
+
+
+def carry_summary(rows: Sequence[Mapping[str, Any]], released: Mapping[str, Any] | None = None) -> str | None:
+    """What the paired comparison says on the test tasks, against the paper's ± for the same cells (Table 2)
+    and, given the released order's results file ``released``, against the spread of its seeds; None without
+    test rows."""
+    from . import paper
+
+    test = [r for r in rows if r["split"] == "test"]
+    if not test:
+        return None
+    lo, hi = min(r["points"] for r in test), max(r["points"] for r in test)
+    seeds = sorted({r["seed"] for r in test})
+    clear = sum(abs(r["points"]) > r["ci_points"] for r in test)
+    pm = [n.pm for n in paper.TABLE2 if n.algorithm.startswith("Reptile") and n.metric in {r["metric"] for r in test}]
+    side = "lower" if hi < 0 else "higher" if lo > 0 else "lower or higher"
+    span = (f"{abs(hi):.2f} to {abs(lo):.2f}" if hi < 0 else f"{lo:.2f} to {hi:.2f}" if lo > 0 else f"{lo:+.2f} to {hi:+.2f}")
+    text = (f"On the {len(test)} test evaluations the mean carry scores {span} points {side} than the released order "
+            f"({clear} of {len(test)} intervals exclude zero)")
+    per_seed = {r["metric"]: [100 * p["mean"] for p in released["metrics"][r["metric"]]["per_seed"]]
+                for r in test if released is not None and r["metric"] in released.get("metrics", {})}
+    if len(per_seed) == len(test) and min(map(len, per_seed.values())) > 1:
+        n_seeds = min(map(len, per_seed.values()))
+        below = sum(float(r["b"]) < min(per_seed[r["metric"]]) for r in test)
+        above = sum(float(r["b"]) > max(per_seed[r["metric"]]) for r in test)
+        where = ("below the lowest" if not above else "above the highest" if not below else "outside the range")
+        text += (f"; {below + above} of the {len(test)} mean-carry numbers lie {where} of the released order's "
+                 f"{n_seeds} seeds")
+    if pm:
+        text += (f". The paper's ± for these cells is {min(pm):.2f} to {max(pm):.2f}: at the precision of Table 2, "
+                 "carrying Adam's state task by task, as the released code does, matters ("
+                 + (f"one mean-carry run, seed {seeds[0]})" if len(seeds) == 1 else
+                    f"{len(seeds)} mean-carry runs, seeds {', '.join(map(str, seeds))})"))
+    return text + "."
 
 
 def carry_pending_text(plan: Any = None, released: str = "omniglot_5way",
@@ -1059,7 +1104,18 @@ def carry_markdown(plan: Any = None, **names: str) -> str:
     if not rows:
         return carry_pending_text(plan, **names) + "\n"
     head = "| " + " | ".join(CARRY_COLUMNS.values()) + " |\n|" + "---|" * len(CARRY_COLUMNS) + "\n"
-    return head + "".join("| " + " | ".join(_cell(r[k]) for k in CARRY_COLUMNS) + " |\n" for r in rows)
+    summary = carry_summary(rows, released_results(plan, names.get("released", "omniglot_5way")))
+    return (head + "".join("| " + " | ".join(_cell(r[k]) for k in CARRY_COLUMNS) + " |\n" for r in rows)
+            + (f"\n{summary}\n" if summary else ""))
+
+
+def released_results(plan: Any = None, released: str = "omniglot_5way") -> dict | None:
+    """The released-order experiment's results file as written by the queue (None if absent)."""
+    from . import reproduce
+
+    plan = plan or reproduce.load_plan()
+    path = reproduce.results_path(plan, released)
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def report_takeaways(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -254,6 +254,28 @@ def test_cifar_fs_takeaways_are_computed_from_the_results_and_give_no_verdict():
     assert len(unfinished) == 2 and "not finished" in unfinished[1]
 
 
+def test_the_carry_summary_reads_the_paired_differences_and_the_released_seeds():
+    """Mean carry against the released order: the test rows' range, how many intervals exclude zero, where the
+    mean-carry numbers fall among the released order's seeds, and the paper's ± for the same cells."""
+    pytest.importorskip("reptile_lib.paper")
+    assert report.metric_words("test_5shot_20way_nontransductive") == "test, 5-shot 20-way, non-transductive"
+
+    def row(metric, b, points, ci, split="test"):
+        return {"metric": metric, "split": split, "seed": 0, "b": f"{b:.2f}", "points": points, "ci_points": ci}
+
+    rows = [row("test_1shot_5way_nontransductive", 95.0, -0.4, 0.16), row("test_5shot_5way_transductive", 99.5, -0.05, 0.06),
+            row("train_1shot_5way_nontransductive", 90.0, +3.0, 0.1, split="train")]
+    released = {"metrics": {"test_1shot_5way_nontransductive": {"per_seed": [{"mean": 0.954}, {"mean": 0.953}]},
+                            "test_5shot_5way_transductive": {"per_seed": [{"mean": 0.995}, {"mean": 0.996}]}}}
+    text = report.carry_summary(rows, released)
+    assert text.startswith("On the 2 test evaluations the mean carry scores 0.05 to 0.40 points lower than the "
+                           "released order (1 of 2 intervals exclude zero)")
+    assert "1 of the 2 mean-carry numbers lie below the lowest of the released order's 2 seeds" in text
+    assert "The paper's ± for these cells is 0.06 to 0.09" in text and text.endswith("(one mean-carry run, seed 0).")
+    assert "seeds" not in report.carry_summary(rows).split(".")[1]      # without the released results file
+    assert report.carry_summary(rows[2:]) is None                        # no test rows: nothing to say
+
+
 # ---------------------------------------------------------------- the scoreboard
 def _write_omniglot(folder, finished=True, seeds=(0,), config=None):
     from reptile_lib import reproduce

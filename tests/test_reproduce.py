@@ -339,8 +339,11 @@ def test_two_carries_of_one_seed_are_compared_task_by_task(tmp_path, omniglot_ro
     rows = R.paired_by_task(plan, released, mean)
     # what the fidelity page and the Omniglot chapter show: a row per evaluation, in points
     table = report.carry_markdown(plan, **names).splitlines()
-    assert table[0] == "| " + " | ".join(report.CARRY_COLUMNS.values()) + " |" and len(table) == 2 + len(rows)
-    assert table[2].startswith(f"| seed 0, {rows[0]['evaluation'].replace('_', ' ')} | 200 | {100 * rows[0]['a']:.2f} |")
+    assert table[0] == "| " + " | ".join(report.CARRY_COLUMNS.values()) + " |" and len(table) == 2 + len(rows) + 2
+    assert table[2].startswith(f"| seed 0, {report.metric_words(rows[0]['evaluation'])} | 200 | {100 * rows[0]['a']:.2f} |")
+    # under the table, what it says (one released seed: no seed range); the paper's ± of the two 1-shot 5-way cells
+    assert table[-1].startswith("On the 2 test evaluations the mean carry scores ") and "seeds" not in table[-1].split(".")[1]
+    assert "The paper's ± for these cells is 0.04 to 0.09" in table[-1] and table[-1].endswith("(one mean-carry run, seed 0).")
     assert table[2].endswith(f"| {100 * rows[0]['difference']:+.2f} ± {100 * rows[0]['ci95']:.2f} |")
     ea, eb = R.load_eval_state(plan, released), R.load_eval_state(plan, mean)
     assert {r["evaluation"] for r in rows} == set(ea["scores"]) and len(rows) == 2   # both protocols
