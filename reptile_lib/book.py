@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .paths import REPO_ROOT
-from .results import ResultsMismatchError, load_results
+from .results import ResultsMismatchError, load_results, metric_parts
 
 PROFILES = ("paper", "smoke")
 
@@ -174,10 +174,10 @@ def metrics_frame(doc: dict, split: str = "test") -> "pd.DataFrame":  # noqa: F8
 
     rows: dict[str, dict[str, str]] = {}
     for name, m in sorted(doc["metrics"].items()):
-        s, shots, ways, proto = name.split("_")
+        s, shots, ways, transductive = metric_parts(name)
         if s != split:
             continue
-        rows.setdefault(f"{shots.removesuffix('shot')}-shot {ways.removesuffix('way')}-way", {})[proto] = percent(m)
+        rows.setdefault(f"{shots}-shot {ways}-way", {})["transductive" if transductive else "nontransductive"] = percent(m)
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = f"{split} accuracy (%)"
     return frame[[c for c in ("nontransductive", "transductive") if c in frame]]

@@ -22,7 +22,6 @@ or an absent results file each say so instead.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -1024,9 +1023,10 @@ CARRY_COLUMNS = {"evaluation": "Evaluation", "tasks": "Tasks", "a": "Released or
 
 def metric_words(name: str) -> str:
     """``test_1shot_5way_nontransductive`` -> 'test, 1-shot 5-way, non-transductive' (a results metric in words)."""
-    split, shots, ways, protocol = name.split("_")
-    return (f"{split}, {shots.removesuffix('shot')}-shot {ways.removesuffix('way')}-way, "
-            f"{'transductive' if protocol == 'transductive' else 'non-transductive'}")
+    from .results import metric_parts
+
+    split, shots, ways, transductive = metric_parts(name)
+    return f"{split}, {shots}-shot {ways}-way, {'transductive' if transductive else 'non-transductive'}"
 
 
 def carry_rows(plan: Any = None, released: str = "omniglot_5way", mean: str = "omniglot_5way_mean_carry") -> list[dict]:
@@ -1034,6 +1034,7 @@ def carry_rows(plan: Any = None, released: str = "omniglot_5way", mean: str = "o
     (:func:`reproduce.paired_by_task`): one row per evaluation both runs of a seed finished ([] until then);
     the :data:`CARRY_COLUMNS` as text, plus ``split``, ``metric`` and the difference and interval in points."""
     from . import reproduce
+    from .results import metric_parts
 
     plan = plan or reproduce.load_plan()
     rows = []
@@ -1043,7 +1044,7 @@ def carry_rows(plan: Any = None, released: str = "omniglot_5way", mean: str = "o
             rows.append({"evaluation": f"seed {mean_unit.seed}, " + metric_words(r["evaluation"]),
                          "tasks": f"{r['tasks']:,}", "a": f"{100 * r['a']:.2f}", "b": f"{100 * r['b']:.2f}",
                          "difference": f"{100 * r['difference']:+.2f} ± {100 * r['ci95']:.2f}",
-                         "split": r["evaluation"].split("_")[0], "metric": r["evaluation"], "seed": mean_unit.seed,
+                         "split": metric_parts(r["evaluation"])[0], "metric": r["evaluation"], "seed": mean_unit.seed,
                          "points": 100 * r["difference"], "ci_points": 100 * r["ci95"]})
     return rows
 
@@ -1110,12 +1111,17 @@ def carry_markdown(plan: Any = None, **names: str) -> str:
 
 
 def released_results(plan: Any = None, released: str = "omniglot_5way") -> dict | None:
-    """The released-order experiment's results file as written by the queue (None if absent)."""
+    """The released-order experiment's results file as written by the queue (None if absent or made by another
+    config: the same check as the chapters' ``book.load_if_matching``)."""
     from . import reproduce
+    from .results import ResultsMismatchError, load_results
 
     plan = plan or reproduce.load_plan()
     path = reproduce.results_path(plan, released)
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return load_results(path, plan.experiments[released].config, "paper") if path.exists() else None
+    except ResultsMismatchError:
+        return None
 
 
 def report_takeaways(rows: Sequence[Mapping[str, Any]]) -> list[str]:

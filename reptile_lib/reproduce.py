@@ -515,11 +515,11 @@ def status_rows(plan: Plan) -> list[dict]:
         if st["phase"] == "done":
             state, hours = "done", 0.0
         else:
-            # a segment has begun (its journal exists) but has not checkpointed yet: started, or killed that early
-            started = st["phase"] == "pending" and journal_path(plan, unit).exists()
-            state = "started: no checkpoint yet" if started else {"pending": "pending", "stale": "stale checkpoint (another config): delete it",
+            state = {"pending": "pending", "stale": "stale checkpoint (another config): delete it",
                      "training": f"training: {st['iteration']:,} of {n:,}",
                      "evaluating": f"evaluating: {st['tasks_done']:,} of {st['tasks_total']:,} tasks"}[st["phase"]]
+            if st["phase"] == "pending" and journal_path(plan, unit).exists():
+                state = "started: no checkpoint yet"   # a segment has begun (or was killed) before its first save
             hours = None if left_train is None else (left_train + (left_eval or 0.0)) / 3600
         rows.append({"unit": unit.id, "state": state, "ms_per_iter": ms,
                      "hours_left": hours, "eval_estimated": left_eval is None and st["phase"] != "done"})

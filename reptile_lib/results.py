@@ -41,6 +41,12 @@ def metric_name(split: str, shots: int, ways: int, transductive: bool) -> str:
     return f"{split}_{shots}shot_{ways}way_{'transductive' if transductive else 'nontransductive'}"
 
 
+def metric_parts(name: str) -> tuple[str, int, int, bool]:
+    """The inverse of :func:`metric_name`: ``(split, shots, ways, transductive)``."""
+    split, shots, ways, protocol = name.split("_")
+    return split, int(shots.removesuffix("shot")), int(ways.removesuffix("way")), protocol == "transductive"
+
+
 def config_dict(config: Any) -> dict:
     if dataclasses.is_dataclass(config):
         return dataclasses.asdict(config)

@@ -88,3 +88,10 @@ def test_commit_is_dirty_only_when_code_changes(tmp_path):
     assert git_commit(tmp_path) == clean
     (tmp_path / "reptile_lib" / "m.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == clean + "+dirty"
+
+
+def test_metric_parts_inverts_metric_name():
+    from reptile_lib.results import metric_name, metric_parts
+
+    for parts in [("test", 1, 5, False), ("train", 5, 20, True), ("val", 1, 5, True)]:
+        assert metric_parts(metric_name(*parts)) == parts
