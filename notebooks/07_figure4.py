@@ -94,7 +94,9 @@ if doc is None:
 # ## The sweep, and where the overlap begins
 #
 # Every point starts from the paper's 5-way Omniglot settings (10 training images per class,
-# mini-batches of 10, 5 inner Adam steps, outer step 1 annealed to 0) and changes one value. A task
+# mini-batches of 10, 5 inner Adam steps, outer step 1 annealed to 0; the tasks of a meta-batch adapt
+# one after another, Adam's state carried from task to task, as in the released code and the Table 2
+# runs) and changes one value. A task
 # has 5 × 10 = 50 training samples; the released sampler deals them from a stream of reshuffles, so
 # the k-th (last) mini-batch of size b starts to repeat samples once k·b > 50, and repeats only
 # samples already used once (k − 1)·b ≥ 50. The values are chosen so that (a) and (b) cross that
@@ -133,7 +135,9 @@ display(Markdown(f"The overlap begins at {sweeps.overlap_onset('inner_iters')} i
 # benchmark (`benchmarks/results/cpu-1thread-amd-epyc.json`): one core of a 2-core AMD EPYC CPU,
 # one task at a time with the native kernels, the path the queue trains Omniglot on; when two runs
 # share that CPU, as in the queue, each runs about a third slower. Its GPU row is a rough estimate
-# for an H100-class GPU from timings taken elsewhere: no run of this book measured it.
+# for an H100-class GPU from timings taken elsewhere, and for the batched path (a meta-batch's tasks
+# adapted at once, Adam's state averaged over them), not the released order the sweep is configured
+# with: no run of this book measured it.
 
 # %% tags=["remove-input", "nbval-check-output"]
 est = [sweeps.estimate(RUNS, "graph"), sweeps.estimate(RUNS, "cpu", batched=False)]
@@ -148,7 +152,7 @@ display(Markdown(
     f"other run. Whether {BASE.meta_iters:,} meta-iterations are enough is read off the runs' own learning curves on "
     f"**training** classes ({curves}), never from test accuracy: a panel whose curves still climb at the end "
     "compares undertrained points, and we say so."))
-labels = ["GPU (H100-class), CUDA graph, runs of a shape batched: estimate, not measured here",
+labels = ["GPU (H100-class), CUDA graph, runs of a shape batched, mean Adam carry: estimate, not measured here",
           "CPU, one core, one run at a time"]
 display(report.html_table([{"Machine and path": label, "Training (h)": f"{e['train_s'] / 3600:.1f}",
                             "Curves (h)": f"{e['monitor_s'] / 3600:.1f}", "Evaluation (h)": f"{e['eval_s'] / 3600:.1f}",

@@ -211,6 +211,12 @@ def engine_available() -> bool:
     return True
 
 
+def engine_trains(engine: str | None, configs: Sequence[Config]) -> bool:
+    """Whether ``engine`` is asked for, installed, and able to train ``configs``: it adapts a meta-batch's
+    tasks at once (``batched=True, adam_carry='mean'``), so the released order trains with the library."""
+    return bool(engine) and engine_available() and all(c.batched and c.adam_carry == "mean" for c in configs)
+
+
 def checkpoint_path(checkpoint_dir: str | os.PathLike, config: Config, seed: int) -> Path:
     """``<dir>/<name>_seed<seed>.pt``, the file ``reptile train`` would use for this run."""
     from .experiment import slug
@@ -224,8 +230,9 @@ def train_runs(configs: Sequence[Config], train_data: ClassDataset, *, seed: int
                progress: bool = False) -> dict[str, TrainState | TrainingDiverged]:
     """Meta-train runs of one shape group; returns each run's final state (or why it diverged).
 
-    With ``engine`` (e.g. ``'graph'``) and ``reptile_lib.engine`` installed, the group trains as one
-    batched computation (``engine.meta_train_runs``: one CUDA graph for all runs); otherwise, or if
+    With ``engine`` (e.g. ``'graph'``), ``reptile_lib.engine`` installed and the batched path's configs
+    (:func:`engine_trains`), the group trains as one batched computation (``engine.meta_train_runs``: one
+    CUDA graph for all runs); otherwise, or if
     that fails because a run diverged, each run trains alone with :func:`reptile_lib.train.meta_train`.
     A diverged run is reported, not fatal: the other points of a figure still count. Runs are
     checkpointed as ``reptile train`` does (:func:`checkpoint_path`), so a later call resumes them.
@@ -233,7 +240,7 @@ def train_runs(configs: Sequence[Config], train_data: ClassDataset, *, seed: int
     ckpt = {c.name: (checkpoint_path(checkpoint_dir, c, seed) if checkpoint_dir is not None else None) for c in configs}
     common = dict(device=device, monitor_splits=monitor_splits, checkpoint_every=checkpoint_every, resume=resume,
                   deadline=deadline, progress=progress)
-    if engine and engine_available() and len(configs) > 1:
+    if engine_trains(engine, configs) and len(configs) > 1:
         from .engine import RunSpec, meta_train_runs
         try:
             states = meta_train_runs([RunSpec(c, seed, ckpt[c.name]) for c in configs], train_data, engine=engine,
@@ -246,7 +253,7 @@ def train_runs(configs: Sequence[Config], train_data: ClassDataset, *, seed: int
         if deadline is not None and time.time() > deadline and not _done(c, ckpt[c.name]):
             break
         try:
-            if engine and engine_available():
+            if engine_trains(engine, [c]):
                 from .engine import fast_meta_train
                 out[c.name] = fast_meta_train(c, train_data, seed=seed, checkpoint=ckpt[c.name], engine=engine, **common)
             else:
@@ -327,7 +334,7 @@ def run_figure(figure: str, profile: str, *, splits: dict[str, ClassDataset], se
         "monitor": {"split": monitor_split, "tasks_per_point": configs[0].eval_interval_tasks,
                     "interval": configs[0].eval_interval},
         "groups": [[c.name for c in g] for g in groups], "eval_chunk": eval_chunk,
-        "trainer": f"engine ({engine})" if engine and engine_available() else "library (reptile_lib.train.meta_train)",
+        "trainer": f"engine ({engine})" if engine_trains(engine, configs) else "library (reptile_lib.train.meta_train)",
         "data": {k: {"name": v.name, "classes": v.num_classes, "per_class": v.per_class} for k, v in splits.items()},
         **(extra or {}),
     }

@@ -96,7 +96,15 @@ def test_adam_state_carries_across_tasks_serially_and_is_averaged_when_batched()
     assert float(serial.state["step"]) == 3 * 2  # 3 tasks x 2 steps, one after another
     batched = algorithms.meta_step(loss, phi, adam, adam.init(phi), batches, 1.0, w, batched=True, adam_carry="mean")
     assert float(batched.state["step"]) == 2     # every task started from the shared state
-    assert configs.OMNIGLOT_5WAY.batched and configs.OMNIGLOT_5WAY.adam_carry == "mean"
+
+
+def test_every_paper_config_adapts_in_the_released_order_by_default():
+    from reptile_lib import sweeps
+    runs = [*configs.PAPER_CONFIGS.values(), *sweeps.unique_configs(sweeps.figure4_points("paper")),
+            configs.Config("mine", "omniglot", "omniglot")]
+    assert all(not c.batched and c.adam_carry == "sequential" for c in runs)
+    # Figure 3 keeps the batched fields it was trained with: plain SGD and one task, nothing to carry
+    assert all(c.sgd and c.meta_batch == 1 for c in configs.FIGURE3_CURVES)
 
 
 def test_evaluation_starts_every_task_from_the_trained_state():

@@ -46,7 +46,8 @@ def tiny_splits() -> dict[str, ClassDataset]:
 
 
 def tiny_config(**changes):
-    base = dataclasses.replace(get_config("omniglot_5way"), meta_iters=4, meta_batch=2, inner_iters=2,
+    base = dataclasses.replace(get_config("omniglot_5way"), meta_iters=4, meta_batch=2, inner_iters=2, batched=True,
+                               adam_carry="mean",
                                train_shots=5, inner_batch=5, evals=(EvalSpec(1, 5, 2),), eval_samples=4)
     return dataclasses.replace(base, **changes)
 

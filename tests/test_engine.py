@@ -30,7 +30,7 @@ from reptile_lib.train import TrainingDiverged, load_checkpoint, make_learner, m
 
 TINY = Config(name="tiny", dataset="tiny", model="omniglot", classes=3, train_shots=4, inner_batch=6, inner_iters=2,
               meta_batch=2, meta_iters=4, evals=(EvalSpec(1, 3, 4),), eval_samples=6, eval_interval=2,
-              eval_interval_tasks=2)
+              eval_interval_tasks=2, batched=True, adam_carry="mean")  # the engine's path
 
 
 def _same(a, b):

@@ -107,6 +107,19 @@ def test_run_figure_trains_each_run_as_meta_train_would_and_writes_one_file(tiny
     assert sweeps.point_metric(doc, pts[0]) == doc["metrics"]["t[reptile]|test_1shot_3way_nontransductive"]
 
 
+def test_the_engine_trains_only_the_batched_path_and_the_released_order_falls_back(tiny_data):
+    pts = _tiny_points(TINY)[:2]
+    assert all(p.config.adam_carry == "sequential" for p in pts)   # the configs' default
+    assert not sweeps.engine_trains("eager", [p.config for p in pts])
+    doc = sweeps.run_figure("figure4", "smoke", splits={"train": tiny_data, "test": tiny_data}, seed=2, points=pts,
+                            engine="eager")
+    assert doc["extra"]["trainer"].startswith("library")
+    ref = meta_train(pts[1].config, tiny_data, seed=2, monitor_splits={"train": tiny_data})
+    assert doc["extra"]["curves"]["t[shared]"] == ref.history
+    mean = [dataclasses.replace(p.config, batched=True, adam_carry="mean") for p in pts]
+    assert sweeps.engine_trains("eager", mean) and not sweeps.engine_trains(None, mean)
+
+
 def test_an_interrupted_figure_is_labelled_and_resumes_to_the_same_numbers(tiny_data, tmp_path):
     splits = {"train": tiny_data, "test": tiny_data}
     pts = _tiny_points(TINY)
