@@ -79,9 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="override config fields, e.g. --set meta_iters=500 inner_iters=3")
         sp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-        sp.add_argument("--engine", choices=("reference", "eager", "graph"), default="reference",
-                        help="'reference': the library's plain loop; 'graph': reptile_lib.engine with CUDA graphs "
-                             "(runs eagerly without CUDA); 'eager': the engine without graphs (default: reference)")
+        sp.add_argument("--engine", choices=("auto", "reference", "sequential", "eager", "graph"), default="auto",
+                        help="'reference': the library's plain loop; 'sequential': one task at a time on flat buffers "
+                             "(the paper's networks on a CPU, as the queue trains; same results to float rounding, "
+                             "2-3x faster); 'auto': sequential where it applies, else reference; 'graph': "
+                             "reptile_lib.engine with CUDA graphs, for batched-path configs (--set batched=true "
+                             "adam_carry=mean; eager without CUDA); 'eager': the engine without graphs (default: auto)")
         sp.add_argument("--data-root", default=None,
                         help="folder holding omniglot/, cifar_fs/, miniimagenet/ (default: $REPTILE_DATA, "
                              "then ../shared/datasets beside the repository)")

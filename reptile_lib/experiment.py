@@ -54,22 +54,48 @@ def eval_generator(seed: int, split: str, shots: int, device: Any = "cpu") -> to
     return g
 
 
+ENGINES = ("auto", "reference", "sequential", "eager", "graph")
+
+
+def resolve_engine(engine: str, config: Config, device: Any = "cpu") -> str:
+    """The path a run takes: ``auto`` is ``sequential`` where it applies (the paper's two networks on a
+    CPU: one task at a time on flat buffers, what the queue trains with, the reference's results to float
+    rounding), else ``reference`` (the library's plain loop); ``eager`` / ``graph`` are the GPU engine."""
+    from .reproduce import train_step
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    fast = train_step(config, str(device)) is not None
+    if engine == "sequential" and not fast:
+        raise ValueError(f"the sequential path runs the paper's two networks on a CPU, not {config.model!r} on "
+                         f"{device}: use --engine reference (or eager / graph on a GPU)")
+    if engine == "auto":
+        return "sequential" if fast else "reference"
+    return engine
+
+
 def evaluate_model(config: Config, learner: Learner, params: dict, opt_state: dict, data: ClassDataset,
                    split: str, seed: int, device: Any = "cpu", n_tasks: int | None = None,
                    chunk: int = 100, progress: bool = False, engine: str = "reference") -> dict[str, torch.Tensor]:
     """Per-task accuracies for every eval protocol of ``config``: ``{metric_name: (n_tasks,)}``.
 
-    ``engine`` 'eager' or 'graph' evaluates the same tasks with ``engine.fast_evaluate`` (``chunk``
-    then only fixes how tasks are drawn; the engine sizes its batches to the device).
+    ``engine`` (:func:`resolve_engine`) 'sequential' scores the same tasks one at a time on flat
+    buffers; 'eager' or 'graph' with ``engine.fast_evaluate`` (``chunk`` then only fixes how tasks are
+    drawn; the engine sizes its batches to the device).
     """
+    engine = resolve_engine(engine, config, device)
     out = {}
     data = data.to(device)
     for spec in config.evals:
         sampler = TaskSampler(data, config.classes, eval_generator(seed, split, spec.shots, device))
-        if engine == "reference":
+        if engine in ("reference", "sequential"):
+            score = None
+            if engine == "sequential":
+                from .reproduce import eval_scorer
+                score = eval_scorer(config, device)(learner, params, opt_state)
             acc = evaluate(learner.model, learner.loss_fn, params, learner.opt, opt_state, sampler, spec.shots,
                            spec.eval_batch, spec.eval_iters, n_tasks or config.eval_samples, chunk,
-                           config.replacement, progress)
+                           config.replacement, progress, score=score)
         else:
             from .engine import fast_evaluate
             acc = fast_evaluate(learner.model, learner.loss_fn, params, learner.opt, opt_state, sampler, spec.shots,
@@ -112,10 +138,13 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
                    engine: str = "reference", batch_seeds: bool = True) -> dict:
     """Train every seed, evaluate, and (if ``out``) write the results file. Returns its contents.
 
-    ``engine``: 'reference' (``train.meta_train``, seeds one after another), or the fast path
-    (``reptile_lib.engine``) 'eager' / 'graph' (CUDA graphs; eager elsewhere), which trains the seeds
-    together as one batched computation (``batch_seeds``) and evaluates thousands of tasks at once.
+    ``engine`` (:func:`resolve_engine`): 'reference' (``train.meta_train``, seeds one after another),
+    'sequential' (the same with the CPU's one-task-at-a-time step and scorer), 'auto' (sequential where it
+    applies), or the fast path (``reptile_lib.engine``) 'eager' / 'graph' (CUDA graphs; eager elsewhere),
+    which trains the seeds together as one batched computation (``batch_seeds``) and evaluates thousands
+    of tasks at once.
     """
+    engine = resolve_engine(engine, config, device)
     t0 = time.time()
     deadline = None if max_minutes is None else t0 + 60 * max_minutes
     check_splits(config, splits, eval_splits)
@@ -127,7 +156,11 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
         return Path(checkpoint_dir) / f"{slug(config.name)}_seed{seed}.pt" if checkpoint_dir else None
 
     trained: dict[int, TrainState] = {}
-    if engine != "reference":
+    step_fn = scorer = None
+    if engine == "sequential":
+        from .reproduce import eval_scorer, train_step
+        step_fn, scorer = train_step(config, str(device)), eval_scorer(config, str(device))
+    if engine not in ("reference", "sequential"):
         from .engine import RunSpec, meta_train_runs
         specs = [RunSpec(config, seed, ckpt_path(seed)) for seed in seeds]
         for group in ([specs] if batch_seeds else [[s] for s in specs]):
@@ -136,13 +169,13 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
                                      resume=resume, deadline=deadline, progress=progress, learner=learner)
             trained.update({spec.seed: st for spec, st in zip(group, states)})
     for seed in seeds:
-        if engine != "reference":
+        if seed in trained:
             state = trained[seed]
         else:
             state = meta_train(config, splits["train"], seed=seed, device=device,
                                monitor_splits=monitor_splits(splits), checkpoint=ckpt_path(seed),
                                checkpoint_every=checkpoint_every, resume=resume, deadline=deadline,
-                               progress=progress, learner=learner)
+                               progress=progress, learner=learner, step_fn=step_fn, scorer=scorer)
         finished &= state.finished(config)
         histories[str(seed)], iterations[str(seed)] = state.history, state.iteration
         if weights_dir is not None:

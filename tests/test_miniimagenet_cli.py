@@ -25,6 +25,8 @@ def test_reptile_train_runs_the_miniimagenet_config_on_a_users_folder(tmp_path, 
     assert code == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     assert doc["config"]["name"] == "miniimagenet_5way" and doc["config"]["image_size"] is None
+    # the released Adam order, trained on the queue's CPU path (the default engine on a CPU)
+    assert doc["config"]["adam_carry"] == "sequential" and doc["provenance"]["engine"] == "sequential"
     assert doc["extra"]["data"]["train"] == {"name": "miniimagenet/train", "classes": 5, "per_class": 16}
     assert set(doc["metrics"]) == {f"test_{k}shot_5way_{p}" for k in (1, 5) for p in ("transductive", "nontransductive")}
     assert [h["iteration"] for h in doc["extra"]["history"]["0"]] == [1]
