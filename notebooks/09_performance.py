@@ -208,8 +208,8 @@ if floor_rows:
 #
 # One meta-iteration of the Omniglot 5-way config (5 tasks, 5 inner Adam steps of 10 images), on the
 # batched path (all tasks at once with `torch.func.vmap`, Adam's state averaged over them) and on the
-# serial path (the released code's order, Adam's state carried from task to task; every config's default). Other jobs on the machine slow
-# these numbers down; they are not checked by the tests.
+# serial path (the released code's order, Adam's state carried from task to task; every config's
+# default). Other jobs on the machine slow these numbers down; they are not checked by the tests.
 
 # %% tags=["remove-input"]
 config = configs.OMNIGLOT_5WAY
