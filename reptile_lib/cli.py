@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--engine", choices=("auto", "reference", "sequential", "eager", "graph"), default="auto",
                         help="'reference': the library's plain loop; 'sequential': one task at a time on flat buffers "
                              "(the paper's networks on a CPU, as the queue trains; same results to float rounding, "
-                             "2-3x faster); 'auto': sequential where it applies, else reference; 'graph': "
+                             "2.3-3.4x faster); 'auto': sequential where it applies, else reference; 'graph': "
                              "reptile_lib.engine with CUDA graphs, for batched-path configs (--set batched=true "
                              "adam_carry=mean; eager without CUDA); 'eager': the engine without graphs (default: auto)")
         sp.add_argument("--data-root", default=None,
