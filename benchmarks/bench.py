@@ -8,7 +8,8 @@ In one process on one device, with the paper's hyper-parameters (Omniglot 5-way,
 the 84-pixel Mini-ImageNet net; meta-batch 5) on synthetic data of the real shapes:
 
 - ``serial``            one task at a time, ``nn.Module`` + ``torch.optim.Adam`` (the usual port; ``engine.serial``)
-- ``reference_batched`` the library's reference path: ``algorithms.meta_step``, vmap over tasks, dict parameters
+- ``reference_batched`` the library's batched path: ``algorithms.meta_step``, vmap over tasks, dict parameters,
+        the mean Adam carry (as every ``engine_*`` and ``runsN`` path)
 - ``reference_sequential``  ``meta_step(batched=False, adam_carry='sequential')``: the released Adam order
 - ``engine_sequential`` the released order on flat buffers, one task at a time (``engine.sequential``; what the
   queue trains with on a CPU), with the one-call C++ kernels (``engine.native``) where they build, which the

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reptile", description="Reptile / FOMAML meta-learning (Nichol et al. 2018).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sp, with_profile=True, config_help=None):
+    def common(sp, with_profile=True, config_help=None, training=True):
         sp.add_argument("--config", required=config_help is None, choices=sorted(PAPER_CONFIGS), metavar="NAME",
                         help=config_help or f"the paper run to use: {', '.join(sorted(PAPER_CONFIGS))}")
         if with_profile:
@@ -83,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="'reference': the library's plain loop; 'sequential': one task at a time on flat buffers "
                              "(the paper's networks on a CPU, as the queue trains; same results to float rounding, "
                              "2.3-3.4x faster); 'auto': sequential where it applies, else reference; 'graph': "
-                             "reptile_lib.engine with CUDA graphs, for batched-path configs (--set batched=true "
-                             "adam_carry=mean; eager without CUDA); 'eager': the engine without graphs (default: auto)")
+                             "reptile_lib.engine with CUDA graphs" + (", for batched-path configs (--set batched=true "
+                             "adam_carry=mean)" if training else "") + " (eager without CUDA); 'eager': the engine "
+                             "without graphs (default: auto)")
         sp.add_argument("--data-root", default=None,
                         help="folder holding omniglot/, cifar_fs/, miniimagenet/ (default: $REPTILE_DATA, "
                              "then ../shared/datasets beside the repository)")
@@ -107,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate trained weights on the paper's protocol",
                        description="Evaluate a weights file written by `reptile train`.")
-    common(e, with_profile=True, config_help="the config the weights were trained with (default: the one stored in "
+    common(e, with_profile=True, training=False, config_help="the config the weights were trained with (default: the one stored in "
                                              "the weights file; with --config, --profile and --set it is checked "
                                              "against the file)")
     e.add_argument("--weights", required=True, help="a weights file written by `reptile train` or `reptile reproduce`")
@@ -152,12 +153,13 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     from .configs import get_config
     from .data import load_dataset
-    from .experiment import run_experiment, slug
+    from .experiment import choose_path, run_experiment, slug
 
     config = apply_overrides(get_config(args.config, args.profile), args.set)
     out = Path(args.out) if args.out else Path("results") / ("" if args.profile == "paper" else "smoke") / f"{slug(config.name)}.json"
     weights = Path(args.weights_dir) if args.weights_dir else out.parent / "weights"
     _refuse_foreign_results(out, config)
+    choose_path(args.engine, config, args.device, training=True)   # before loading any data
     splits = load_dataset(config.dataset, args.data_root)
     doc = run_experiment(config, args.profile, args.seeds, splits=splits, device=args.device, out=out,
                          weights_dir=weights, checkpoint_dir=args.checkpoint_dir,

@@ -54,23 +54,28 @@ def eval_generator(seed: int, split: str, shots: int, device: Any = "cpu") -> to
     return g
 
 
-ENGINES = ("auto", "reference", "sequential", "eager", "graph")
+PATHS = ("auto", "reference", "sequential", "eager", "graph")
 
 
-def resolve_engine(engine: str, config: Config, device: Any = "cpu") -> str:
-    """The path a run takes: ``auto`` is ``sequential`` where it applies (the paper's two networks on a
-    CPU: one task at a time on flat buffers, what the queue trains with, the reference's results to float
-    rounding), else ``reference`` (the library's plain loop); ``eager`` / ``graph`` are the GPU engine."""
+def choose_path(engine: str, config: Config, device: Any = "cpu", training: bool = False) -> str:
+    """The path a run takes (``reptile train --engine``): ``auto`` is ``sequential`` where it applies (the
+    paper's two networks on a CPU: one task at a time on flat buffers, what the queue trains with, the
+    reference's results to float rounding), else ``reference`` (the library's plain loop); ``eager`` /
+    ``graph`` are the GPU engine, which trains only the batched path's configs (``training``: checked)."""
     from .reproduce import train_step
 
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine not in PATHS:
+        raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(PATHS)}")
     fast = train_step(config, str(device)) is not None
     if engine == "sequential" and not fast:
         raise ValueError(f"the sequential path runs the paper's two networks on a CPU, not {config.model!r} on "
-                         f"{device}: use --engine reference (or eager / graph on a GPU)")
+                         f"{device}: use --engine reference (or eager / graph on a GPU, for a batched-path config: "
+                         f"--set batched=true adam_carry=mean)")
     if engine == "auto":
         return "sequential" if fast else "reference"
+    if training and engine in ("eager", "graph"):
+        from .engine.trainer import check_batchable
+        check_batchable([config])
     return engine
 
 
@@ -79,11 +84,11 @@ def evaluate_model(config: Config, learner: Learner, params: dict, opt_state: di
                    chunk: int = 100, progress: bool = False, engine: str = "reference") -> dict[str, torch.Tensor]:
     """Per-task accuracies for every eval protocol of ``config``: ``{metric_name: (n_tasks,)}``.
 
-    ``engine`` (:func:`resolve_engine`) 'sequential' scores the same tasks one at a time on flat
+    ``engine`` (:func:`choose_path`; the CLI's default is 'auto') 'sequential' scores the same tasks one at a time on flat
     buffers; 'eager' or 'graph' with ``engine.fast_evaluate`` (``chunk`` then only fixes how tasks are
     drawn; the engine sizes its batches to the device).
     """
-    engine = resolve_engine(engine, config, device)
+    engine = choose_path(engine, config, device)
     out = {}
     data = data.to(device)
     for spec in config.evals:
@@ -138,13 +143,13 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
                    engine: str = "reference", batch_seeds: bool = True) -> dict:
     """Train every seed, evaluate, and (if ``out``) write the results file. Returns its contents.
 
-    ``engine`` (:func:`resolve_engine`): 'reference' (``train.meta_train``, seeds one after another),
+    ``engine`` (:func:`choose_path`; the CLI's default is 'auto'): 'reference' (``train.meta_train``, seeds one after another),
     'sequential' (the same with the CPU's one-task-at-a-time step and scorer), 'auto' (sequential where it
     applies), or the fast path (``reptile_lib.engine``) 'eager' / 'graph' (CUDA graphs; eager elsewhere),
     which trains the seeds together as one batched computation (``batch_seeds``) and evaluates thousands
     of tasks at once.
     """
-    engine = resolve_engine(engine, config, device)
+    engine = choose_path(engine, config, device, training=True)
     t0 = time.time()
     deadline = None if max_minutes is None else t0 + 60 * max_minutes
     check_splits(config, splits, eval_splits)
@@ -157,9 +162,11 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
 
     trained: dict[int, TrainState] = {}
     step_fn = scorer = None
+    path = {"engine": engine}
     if engine == "sequential":
-        from .reproduce import eval_scorer, train_step
+        from .reproduce import eval_scorer, sequential_kernels, train_step
         step_fn, scorer = train_step(config, str(device)), eval_scorer(config, str(device))
+        path["kernels"] = sequential_kernels(config, str(device))   # native (C++) or torch
     if engine not in ("reference", "sequential"):
         from .engine import RunSpec, meta_train_runs
         specs = [RunSpec(config, seed, ckpt_path(seed)) for seed in seeds]
@@ -169,7 +176,7 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
                                      resume=resume, deadline=deadline, progress=progress, learner=learner)
             trained.update({spec.seed: st for spec, st in zip(group, states)})
     for seed in seeds:
-        if seed in trained:
+        if engine in ("eager", "graph"):
             state = trained[seed]
         else:
             state = meta_train(config, splits["train"], seed=seed, device=device,
@@ -189,7 +196,7 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
     doc_extra = {"history": histories, "iterations": iterations, "algorithm": config.algorithm,
                  "data": {k: {"name": v.name, "classes": v.num_classes, "per_class": v.per_class}
                           for k, v in splits.items()}}
-    prov = provenance(device, seeds, time.time() - t0, finished, engine=engine)
+    prov = provenance(device, seeds, time.time() - t0, finished, **path)
     doc = {"experiment": experiment or config.name, "profile": profile, "metrics": metrics, "provenance": prov,
            "extra": doc_extra}
     if out is not None:

@@ -8,9 +8,10 @@
   because the paper does not print them: see :func:`last_batch_overlap`).
 
 Runs whose tensors have the same shapes (:func:`shape_key`) differ only in how the k inner updates
-are combined (``Config.weights``) and in the outer step size: with the GPU engine installed they
-train as one batched computation (``reptile_lib.engine.meta_train_runs``), otherwise one after
-another with :func:`reptile_lib.train.meta_train`. Either way each run is exactly the run
+are combined (``Config.weights``) and in the outer step size: with the GPU engine installed, runs of
+the batched path (Figure 3's: :func:`engine_trains`) train as one batched computation
+(``reptile_lib.engine.meta_train_runs``); the others (Figure 4's, in the released order) and every
+run without the engine train one after another with :func:`reptile_lib.train.meta_train`. Either way each run is exactly the run
 ``meta_train`` would make alone (same tasks, same checkpoints), and all runs of a figure use one
 seed, so their learning curves are measured on the same sampled tasks. At paper scale on a CPU the
 queue trains each run as a unit of its own (``runs/plan.toml``) and :mod:`reptile_lib.figures` joins

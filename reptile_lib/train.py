@@ -164,7 +164,7 @@ def meta_train(config: Config, train_data: ClassDataset, *, seed: int = 0, devic
       deadline: ``time.time()`` after which the run checkpoints and stops early (unfinished).
       stop_at: stop (and checkpoint) after this iteration, e.g. to test resumption.
       step_fn: a replacement for :func:`reptile_lib.algorithms.meta_step` with the same
-        signature (the GPU engine plugs in here).
+        signature (``engine.sequential.SequentialMetaStep`` on a CPU, ``distributed.split_step``).
       checkpoint_seconds: also checkpoint when this much wall time passed since the last one
         (a killed run then loses at most that much).
       stop: called after every iteration; True checkpoints and stops (e.g. on SIGTERM).

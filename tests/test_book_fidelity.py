@@ -103,8 +103,9 @@ def test_every_paper_config_adapts_in_the_released_order_by_default():
     runs = [*configs.PAPER_CONFIGS.values(), *sweeps.unique_configs(sweeps.figure4_points("paper")),
             configs.Config("mine", "omniglot", "omniglot")]
     assert all(not c.batched and c.adam_carry == "sequential" for c in runs)
-    # Figure 3 keeps the batched fields it was trained with: plain SGD and one task, nothing to carry
-    assert all(c.sgd and c.meta_batch == 1 for c in configs.FIGURE3_CURVES)
+    # Figure 3 keeps the batched fields it was trained (and its results hashed) with: plain SGD and one
+    # task per meta-batch, so there is no Adam state to carry and no other task to batch with
+    assert all(c.batched and c.adam_carry == "mean" and c.sgd and c.meta_batch == 1 for c in configs.FIGURE3_CURVES)
 
 
 def test_evaluation_starts_every_task_from_the_trained_state():

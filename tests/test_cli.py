@@ -43,6 +43,11 @@ def test_bad_override_and_impossible_task_are_one_line_errors(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "500-way tasks need 500 classes, this split has" in err  # test split: 423 classes
     assert not (tmp_path / "r.json").exists()
+    # the GPU engine trains the batched path only: refused before any data is read
+    code = main(["train", "--config", "omniglot_5way", "--engine", "eager", "--data-root", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "the engine batches tasks" in err and "--set batched=true adam_carry=mean" in err
 
 
 def test_overrides_are_typed():

@@ -43,3 +43,18 @@ def test_a_committed_model_rederives_its_saved_per_task_results(unit):
         # on another CPU (at most one task in a hundred)
         assert int((ours != theirs).sum()) <= 1, (name, ours.tolist(), theirs.tolist())
         assert int((theirs < config.classes).sum()) >= 2   # there are errors to match, not only perfect tasks
+
+
+def test_every_committed_result_was_made_by_the_config_its_plan_names_now():
+    """A change to a config's fields or defaults that would orphan a committed result fails here (the
+    chapters would silently fall back to smoke runs): each results file's config hash is its unit's."""
+    from reptile_lib import sweeps
+    from reptile_lib.reproduce import load_plan
+    from reptile_lib.results import load_results
+
+    plan = load_plan()
+    found = [e for e in plan.experiments.values() if (plan.results / f"{e.results}.json").exists()]
+    for e in found:
+        load_results(plan.results / f"{e.results}.json", e.config, "paper")   # raises on another config
+    assert {"omniglot_5way", "cifar_fs_5way", "figure3_g1"} <= {e.name for e in found}
+    load_results(ROOT / "results" / "figure3.json", sweeps.figure_config("figure3", "paper"), "paper")

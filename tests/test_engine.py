@@ -245,7 +245,7 @@ def test_divergence_is_caught_by_the_delayed_check(tiny_data, tmp_path):
 def test_what_cannot_be_batched_is_refused_with_the_reason(tiny_data):
     with pytest.raises(ValueError, match="share inner_iters"):
         check_batchable([TINY, dataclasses.replace(TINY, name="k3", inner_iters=3)])
-    with pytest.raises(ValueError, match="--engine reference"):
+    with pytest.raises(ValueError, match="the released order.*--engine auto or reference"):
         check_batchable([dataclasses.replace(TINY, batched=False, adam_carry="sequential")])
     with pytest.raises(ValueError, match="unknown engine"):
         resolve_engine("fast", "cpu")

@@ -234,7 +234,7 @@ def test_learning_curves_scored_by_the_fast_scorer_are_the_references(float64):
 def test_reptile_train_runs_the_fast_path_on_a_cpu_with_the_references_results(float64, tmp_path):
     """``run_experiment(engine='sequential')`` (``reptile train``'s default on a CPU) trains and evaluates the
     same tasks as the reference path: the same curves and per-task accuracies, weights to float rounding."""
-    from reptile_lib.experiment import resolve_engine, run_experiment
+    from reptile_lib.experiment import choose_path, run_experiment
 
     data = _noisy()
     splits = {"train": data, "test": data}
@@ -243,11 +243,18 @@ def test_reptile_train_runs_the_fast_path_on_a_cpu_with_the_references_results(f
                                    weights_dir=tmp_path / engine)
             for engine in ("reference", "auto")}
     assert docs["auto"]["provenance"]["engine"] == "sequential" and docs["reference"]["provenance"]["engine"] == "reference"
+    assert docs["auto"]["provenance"]["kernels"] in ("native", "torch") and "kernels" not in docs["reference"]["provenance"]
     assert docs["auto"]["metrics"] == docs["reference"]["metrics"]
     for fast, ref in zip(docs["auto"]["extra"]["history"]["1"], docs["reference"]["extra"]["history"]["1"], strict=True):
         assert fast.pop("train_loss") == pytest.approx(ref.pop("train_loss"), rel=1e-12) and fast == ref
     a, b = (torch.load(tmp_path / e / "tiny_seed1.pt", weights_only=True)["params"] for e in ("auto", "reference"))
     assert _max_diff(a, b) < 1e-8
-    assert resolve_engine("auto", config, "cuda") == "reference"
+    assert choose_path("auto", config, "cuda") == "reference"
     with pytest.raises(ValueError, match="use --engine reference"):
-        resolve_engine("sequential", dataclasses.replace(config, model="sine"), "cpu")
+        choose_path("sequential", dataclasses.replace(config, model="sine"), "cpu")
+    # the GPU engine trains only the batched path; it still evaluates any config
+    with pytest.raises(ValueError, match="the released order.*--set batched=true adam_carry=mean"):
+        choose_path("eager", config, "cpu", training=True)
+    assert choose_path("eager", config, "cpu") == "eager"
+    with pytest.raises(ValueError, match="unknown engine"):
+        choose_path("fast", config, "cpu")

@@ -178,8 +178,13 @@ def test_cpu_cost_model_reproduces_the_measured_cpu_timings():
         sweeps.CostModel.of("cpu", "cifar_fs")
 
 
-def test_each_figure_fits_ten_minutes_with_the_engine():
+def test_each_figure_fits_ten_minutes_with_the_engine_on_the_batched_path():
     for fig in ("figure3", "figure4"):
-        e = sweeps.estimate(sweeps.unique_configs(sweeps.figure_points(fig)), "graph")
+        runs = sweeps.unique_configs(sweeps.figure_points(fig))
+        # Figure 3 is configured on the batched path; Figure 4, in the released order, only as a copy
+        assert sweeps.engine_trains("graph", runs) == (fig == "figure3")
+        batched = [dataclasses.replace(c, batched=True, adam_carry="mean") for c in runs]
+        assert sweeps.engine_trains("graph", batched)
+        e = sweeps.estimate(batched, "graph")
         assert e["total_s"] < 12.5 * 60, (fig, e)
-        assert sweeps.estimate(sweeps.unique_configs(sweeps.figure_points(fig)), "eager", batched=False)["total_s"] > 30 * 60
+        assert sweeps.estimate(batched, "eager", batched=False)["total_s"] > 30 * 60

@@ -47,9 +47,10 @@ def check_batchable(configs: Sequence[Config]) -> None:
     first = configs[0]
     for c in configs:
         if not c.batched or c.adam_carry != "mean":
+            released = " (the released order)" if c.adam_carry == "sequential" else ""
             raise ValueError(f"{c.name}: the engine batches tasks (batched=True, adam_carry='mean'); "
-                             f"this config has batched={c.batched}, adam_carry={c.adam_carry!r} (the released order): use "
-                             f"--engine reference, or --set batched=true adam_carry=mean for the batched path")
+                             f"this config has batched={c.batched}, adam_carry={c.adam_carry!r}{released}: use "
+                             f"--engine auto or reference, or --set batched=true adam_carry=mean for the batched path")
         for f in SHARED_FIELDS:
             if getattr(c, f) != getattr(first, f):
                 raise ValueError(f"runs batched together must share {f}: {first.name} has {getattr(first, f)!r}, "
