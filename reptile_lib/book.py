@@ -116,7 +116,8 @@ def obtain(config: Any, *, profile: str = "paper", device: str = "cpu", seeds: S
     :func:`book_smoke` of ``config``); with ``fallback=False`` there is no smoke run and the
     result is None where no paper-scale results exist. ``max_minutes`` bounds a retraining run:
     it then stops, checkpointed under ``checkpoints/``, its results marked unfinished, and the
-    next call with ``retrain=True`` resumes it.
+    next call with ``retrain=True`` resumes it. Runs take ``reptile train``'s default path (on a CPU the
+    fast one-task-at-a-time path).
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -132,13 +133,13 @@ def obtain(config: Any, *, profile: str = "paper", device: str = "cpu", seeds: S
         out = results_path(name, "paper")
         doc = run_experiment(config, "paper", list(seeds), splits=load_splits(config.dataset), device=device,
                              out=out, checkpoint_dir=checkpoints_dir(), weights_dir=results_dir() / "weights",
-                             max_minutes=max_minutes, experiment=config.name)
+                             max_minutes=max_minutes, experiment=config.name, engine="auto")
         return load_results(out, config, "paper")
     if not fallback:
         return None
     run = smoke if smoke is not None else book_smoke(config)
     doc = run_experiment(run, "smoke", list(seeds)[:1], splits=load_splits(run.dataset), device=device,
-                         eval_splits=eval_splits, experiment=run.name)
+                         eval_splits=eval_splits, experiment=run.name, engine="auto")
     return {**doc, "config": config_dict(run)}
 
 

@@ -113,6 +113,16 @@ def test_last_batch_overlap_against_counting():
     assert book.last_batch_overlap(5, inner_batch=12, n_tasks=2000) == pytest.approx(0.8, abs=0.02)
 
 
+def test_obtain_trains_on_reptile_trains_default_path(monkeypatch):
+    from reptile_lib import experiment
+    engines = []
+    monkeypatch.setattr(book, "load_splits", lambda name: {})
+    monkeypatch.setattr(experiment, "run_experiment",
+                        lambda config, profile, seeds, **kw: engines.append(kw["engine"]) or {"metrics": {}})
+    doc = book.obtain(configs.OMNIGLOT_5WAY, profile="smoke")
+    assert engines == ["auto"] and doc["config"]["meta_iters"] < configs.OMNIGLOT_5WAY.meta_iters
+
+
 def test_obtain_rejects_unknown_profile():
     with pytest.raises(ValueError, match="profile"):
         book.obtain(configs.OMNIGLOT_5WAY, profile="fast")
