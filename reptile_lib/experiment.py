@@ -73,9 +73,12 @@ def choose_path(engine: str, config: Config, device: Any = "cpu", training: bool
                          f"--set batched=true adam_carry=mean)")
     if engine == "auto":
         return "sequential" if fast else "reference"
-    if training and engine in ("eager", "graph"):
+    if engine in ("eager", "graph"):
+        from .engine import resolve_engine
         from .engine.trainer import check_batchable
-        check_batchable([config])
+        if training:
+            check_batchable([config])
+        engine = resolve_engine(engine, device)   # graph without CUDA runs eagerly: record what ran
     return engine
 
 

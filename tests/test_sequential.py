@@ -256,5 +256,7 @@ def test_reptile_train_runs_the_fast_path_on_a_cpu_with_the_references_results(f
     with pytest.raises(ValueError, match="the released order.*--set batched=true adam_carry=mean"):
         choose_path("eager", config, "cpu", training=True)
     assert choose_path("eager", config, "cpu") == "eager"
+    with pytest.warns(UserWarning, match="needs a CUDA device"):
+        assert choose_path("graph", config, "cpu") == "eager"   # what runs there, and what provenance says
     with pytest.raises(ValueError, match="unknown engine"):
         choose_path("fast", config, "cpu")
