@@ -87,9 +87,9 @@ def evaluate_model(config: Config, learner: Learner, params: dict, opt_state: di
                    chunk: int = 100, progress: bool = False, engine: str = "reference") -> dict[str, torch.Tensor]:
     """Per-task accuracies for every eval protocol of ``config``: ``{metric_name: (n_tasks,)}``.
 
-    ``engine`` (:func:`choose_path`; the CLI's default is 'auto') 'sequential' scores the same tasks one at a time on flat
-    buffers; 'eager' or 'graph' with ``engine.fast_evaluate`` (``chunk`` then only fixes how tasks are
-    drawn; the engine sizes its batches to the device).
+    ``engine`` (:func:`choose_path`; the CLI's default is 'auto'): 'sequential' scores the same tasks
+    one at a time on flat buffers; 'eager' or 'graph' with ``engine.fast_evaluate`` (``chunk`` then
+    only fixes how tasks are drawn; the engine sizes its batches to the device).
     """
     engine = choose_path(engine, config, device)
     out = {}
@@ -146,11 +146,11 @@ def run_experiment(config: Config, profile: str, seeds: Sequence[int], *, splits
                    engine: str = "reference", batch_seeds: bool = True) -> dict:
     """Train every seed, evaluate, and (if ``out``) write the results file. Returns its contents.
 
-    ``engine`` (:func:`choose_path`; the CLI's default is 'auto'): 'reference' (``train.meta_train``, seeds one after another),
-    'sequential' (the same with the CPU's one-task-at-a-time step and scorer), 'auto' (sequential where it
-    applies), or the fast path (``reptile_lib.engine``) 'eager' / 'graph' (CUDA graphs; eager elsewhere),
-    which trains the seeds together as one batched computation (``batch_seeds``) and evaluates thousands
-    of tasks at once.
+    ``engine`` (:func:`choose_path`; the CLI's default is 'auto'): 'reference' (``train.meta_train``,
+    seeds one after another), 'sequential' (the same with the CPU's one-task-at-a-time step and
+    scorer), 'auto' (sequential where it applies), or the fast path (``reptile_lib.engine``) 'eager' /
+    'graph' (CUDA graphs; eager elsewhere), which trains the seeds together as one batched computation
+    (``batch_seeds``) and evaluates thousands of tasks at once.
     """
     engine = choose_path(engine, config, device, training=True)
     t0 = time.time()

@@ -11,11 +11,12 @@ Runs whose tensors have the same shapes (:func:`shape_key`) differ only in how t
 are combined (``Config.weights``) and in the outer step size: with the GPU engine installed, runs of
 the batched path (Figure 3's: :func:`engine_trains`) train as one batched computation
 (``reptile_lib.engine.meta_train_runs``); the others (Figure 4's, in the released order) and every
-run without the engine train one after another with :func:`reptile_lib.train.meta_train`. Either way each run is exactly the run
-``meta_train`` would make alone (same tasks, same checkpoints), and all runs of a figure use one
-seed, so their learning curves are measured on the same sampled tasks. At paper scale on a CPU the
-queue trains each run as a unit of its own (``runs/plan.toml``) and :mod:`reptile_lib.figures` joins
-their results into the figure's file; :func:`run_figure` serves the smoke runs and a GPU machine.
+run without the engine train one after another with :func:`reptile_lib.train.meta_train`. Either
+way each run is exactly the run ``meta_train`` would make alone (same tasks, same checkpoints), and
+all runs of a figure use one seed, so their learning curves are measured on the same sampled tasks.
+At paper scale on a CPU the queue trains each run as a unit of its own (``runs/plan.toml``) and
+:mod:`reptile_lib.figures` joins their results into the figure's file; :func:`run_figure` serves the
+smoke runs and a GPU machine.
 """
 from __future__ import annotations
 
@@ -232,10 +233,9 @@ def train_runs(configs: Sequence[Config], train_data: ClassDataset, *, seed: int
     """Meta-train runs of one shape group; returns each run's final state (or why it diverged).
 
     With ``engine`` (e.g. ``'graph'``), ``reptile_lib.engine`` installed and the batched path's configs
-    (:func:`engine_trains`), the group trains as one batched computation (``engine.meta_train_runs``: one
-    CUDA graph for all runs); otherwise, or if
-    that fails because a run diverged, each run trains alone with :func:`reptile_lib.train.meta_train`.
-    A diverged run is reported, not fatal: the other points of a figure still count. Runs are
+    (:func:`engine_trains`), the group trains as one batched computation (``engine.meta_train_runs``:
+    one CUDA graph for all runs); otherwise, or if that fails because a run diverged, each run trains
+    alone with :func:`reptile_lib.train.meta_train`. A diverged run is reported, not fatal: the other points of a figure still count. Runs are
     checkpointed as ``reptile train`` does (:func:`checkpoint_path`), so a later call resumes them.
     """
     ckpt = {c.name: (checkpoint_path(checkpoint_dir, c, seed) if checkpoint_dir is not None else None) for c in configs}
