@@ -108,9 +108,9 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate trained weights on the paper's protocol",
                        description="Evaluate a weights file written by `reptile train`.")
-    common(e, with_profile=True, training=False, config_help="the config the weights were trained with (default: the one stored in "
-                                             "the weights file; with --config, --profile and --set it is checked "
-                                             "against the file)")
+    common(e, with_profile=True, training=False,
+           config_help="the config the weights were trained with (default: the one stored in the weights file; "
+                       "with --config, --profile and --set it is checked against the file)")
     e.add_argument("--weights", required=True, help="a weights file written by `reptile train` or `reptile reproduce`")
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
     e.add_argument("--tasks", type=int, default=None, help="number of tasks (default: the config's eval_samples)")
