@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=config_help or f"the paper run to use: {', '.join(sorted(PAPER_CONFIGS))}")
         if with_profile:
             sp.add_argument("--profile", choices=("paper", "smoke"), default="paper",
-                            help="'paper' = the paper's scale (hours per run on a CPU core), 'smoke' = a tiny variant, seconds (default: paper)")
+                            help="'paper' = the paper's scale (hours per run on a CPU core), 'smoke' = a tiny "
+                                 "variant, seconds (default: paper)")
         sp.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="override config fields, e.g. --set meta_iters=500 inner_iters=3")
         sp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
