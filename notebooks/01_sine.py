@@ -109,7 +109,7 @@ report.html_table(rows)
 #
 # {numref}`fig-sine-training` follows the held-out MSE after 32 adaptation steps (100 held-out
 # tasks, every 1,000 meta-iterations) while meta-training; the table gives what each run cost on
-# this machine's CPU.
+# the CPU that ran it (named in the provenance line).
 
 # %% tags=["remove-input"]
 book.show_figure(plots.learning_curves(doc), "sine-training",

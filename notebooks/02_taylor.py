@@ -157,6 +157,9 @@ report.html_table([
                                                           f"{'agree' if rel < 1e-6 else 'DISAGREE'}"}],
     {"": "Setting", "value": "Value"})
 
+# %% tags=["remove-input"]
+display(Markdown(f"*Computed by the {provenance_line(doc)}.*"))
+
 # %% [markdown]
 # The same computation, live, for one $k$ and one $\alpha$ (a second on a CPU):
 
@@ -195,9 +198,10 @@ report.html_table([{"Algorithm": plots.NAMES[alg], "Formula": label,
 
 # %% [markdown]
 # Fitted slopes of $\log\|\alpha(\mathbb{E}[g] - \text{formula})\|$ against $\log\alpha$, with the fit's 95%
-# interval. The slopes are close to 3 for all three algorithms and every $k$; they drift slightly below 3
-# for MAML at $k = 4$, whose remainder is the largest, because at the largest $\alpha$ the next
-# order begins to show.
+# interval. The slopes are close to 3 for all three algorithms and every $k$, though the fits are tight
+# enough that most intervals exclude exactly 3; they fall furthest below 3 for MAML at $k = 3$ and
+# $k = 4$, whose remainder is the largest, because at the largest $\alpha$ the next order begins to
+# show.
 #
 # ## k = 1: Reptile is joint training
 #

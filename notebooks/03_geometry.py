@@ -120,6 +120,9 @@ report.html_table([{"Family": kind, "Optimum": f"({o[0]:.4f}, {o[1]:.4f})",
                     "|E[φ − P(φ)]| there": f"{doc['extra'][kind]['grad_norm_at_optimum']:.0e}"}
                    for kind in geometry.FAMILIES for o in [doc["extra"][kind]["optimum"]]])
 
+# %% tags=["remove-input"]
+display(Markdown(f"*Computed by the {provenance_line(doc)}.*"))
+
 # %% [markdown]
 # The optimum of the distance objective {eq}`eq-distance` for each family, the objective's value
 # there, and the norm of its gradient $\mathbb{E}[\phi - P(\phi)]$ there (zero up to rounding).

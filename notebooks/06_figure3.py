@@ -127,7 +127,8 @@ report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner
 
 # %% [markdown]
 # Each curve is its own unit of the queue of paper-scale runs (`runs/plan.toml`, `make reproduce`),
-# trained on a CPU in the released order, one after another. The runs of one seed are measured on
+# trained on a CPU one after another, with plain SGD and one task per meta-batch (so no optimiser state
+# passes between tasks, and the Adam order that matters in Tables 1 and 2 plays no part). The runs of one seed are measured on
 # the same test tasks at every point of the curves (the plan queues seeds 0 and 1). A
 # curve point is the accuracy on 500 freshly sampled test tasks every 1,000 meta-iterations (a 95%
 # interval of about ±1.6 points at 80% accuracy, ±0.9 at 95%), drawn as a band; the final accuracy of
@@ -136,8 +137,9 @@ report.html_table([{"Curve": p.algorithm, "Family": p.panel, "k": p.config.inner
 # %% [markdown]
 # ## What to take away
 #
-# - The ten curves differ only in how the inner gradients are weighted (`Config.combine`, the
-#   weights above); everything else, including the test tasks of every curve point, is shared.
+# - Curves with the same number of inner steps k differ only in how the inner gradients are weighted
+#   (`Config.combine`, the weights above); across k the inner steps and the training images per
+#   class change with it (5 per step, as in the table). The test tasks of every curve point are shared.
 
 # %% tags=["remove-input"]
 def of(d, algorithm):

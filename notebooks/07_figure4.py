@@ -42,9 +42,9 @@ display(Markdown(report.claim_box("07_figure4")))
 # conventions of the Figure 3 chapter.
 
 # %% tags=["remove-input"]
-display(Markdown(f"**Figure 4**: paper-scale runs {report.run_state('figure4', doc)}. Each run is one unit of the "
-                 "queue of paper-scale runs (`make reproduce`): 4,000 meta-iterations, then its 2,000-task "
-                 "evaluation."))
+display(Markdown(f"**Figure 4**: the sweep's runs {report.run_state('figure4', doc)}. Each run is one unit of the "
+                 "queue of paper-scale runs (`make reproduce`) at the sweep's own, smaller scale (the paper gives no "
+                 "command for this figure): 4,000 meta-iterations, then its 2,000-task evaluation."))
 
 # %% [markdown]
 # ## Results

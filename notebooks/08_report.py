@@ -40,7 +40,10 @@ display(Markdown(report.scoreboard_markdown(rows)), Markdown(report.queue_markdo
 # $$ (eq-combined)
 #
 # the paper's ±, our 95% interval over evaluation tasks, and the 95% interval of the mean over
-# seeds. A cell is
+# seeds, $1.96\,\text{sd}_\text{seeds}/\sqrt{S}$ for $S$ seeds. That last term is a normal
+# approximation: with three seeds a Student-t interval would use 4.30 instead of 1.96, about twice
+# as wide. We keep 1.96 and say so; the seed term also counts each seed's task noise a second time,
+# which widens $U$ the other way. A cell is
 #
 # - **within** when $|d| \le U$ in {eq}`eq-combined`;
 # - **above / below by X (Y beyond ±U)** otherwise;

@@ -60,6 +60,8 @@ if seg_rows:
 else:
     display(Markdown("No unit of the queue has run yet."))
 left = [r for r in reproduce.status_rows(PLAN) if r["state"] != "done" and r["state"] != "pending"]
+if left:
+    display(Markdown(f"Units under way, as of {reproduce.queue_time(PLAN)} (the newest save of the queue):"))
 for r in left:
     if r["ms_per_iter"] is None:   # too few iterations yet to measure its speed
         display(Markdown(f"**{r['unit']}**: {r['state']}; its speed is not measured yet."))
@@ -136,11 +138,11 @@ if not bench_files:
 # summed cross-entropy, the whole gradient and the Adam step, its convolutions as im2col plus one
 # matrix product of the BLAS PyTorch itself links; elsewhere it runs PyTorch's kernels, some 60 calls
 # per inner step (`engine_sequential_torch`, timed beside it). `reference_sequential` is the library's
-# own computation of the same order (`meta_step(batched=False, adam_carry="sequential")`), which both
-# equal to float rounding (checked in float64 by `tests/test_sequential.py` and
-# `tests/test_native.py`). The paper-scale queue trains the released order with it on a CPU, and
-# Figure 3's plain-SGD runs too (with SGD no state passes between tasks, so every order is the same
-# computation). The queue also scores every evaluation task with the same flat network, one task at a
+# own computation of the same order (`meta_step(batched=False, adam_carry="sequential")`); both
+# fast variants equal it to float rounding (checked in float64 by `tests/test_sequential.py` and
+# `tests/test_native.py`). On a CPU, `reptile train` and the paper-scale queue train with
+# `engine_sequential`, Figure 3's plain-SGD runs included (with SGD no state passes between tasks, so
+# every order is the same computation). The queue also scores every evaluation task with the same flat network, one task at a
 # time (`sequential` above; `engine.sequential.task_scorer`): the reference `evaluate` runs 100 tasks
 # per operation under `vmap`, which turns every convolution into a grouped one and every
 # non-transductive prediction into a batch of batches; on a CPU that costs more than it saves.
@@ -153,7 +155,12 @@ if not bench_files:
 # PyTorch's kernels every call to a convolution, a normalisation, an activation or the optimiser pays
 # a fixed cost comparable to its arithmetic; one call per inner step removes that cost, and what is
 # left is mostly the matrix products themselves and the passes over memory around them (im2col,
-# BatchNorm). How a product is asked for matters too: the first convolution's weight gradient (9
+# BatchNorm).
+#
+# :::{admonition} How the C++ kernels were made faster (details)
+# :class: dropdown
+#
+# How a product is asked for matters: the first convolution's weight gradient (9
 # kernel entries by 64 filters, summed over 1,960 positions for 10 Omniglot images) ran at 7 GFLOP/s
 # when the BLAS wrote it filter by filter and at 47 GFLOP/s when it writes the transpose, which the
 # kernels now ask for and transpose back (measured on the AMD EPYC; `native.cpp`, `conv_backward`).
@@ -172,8 +179,10 @@ if not bench_files:
 # on one quiet core (AMD EPYC, paired runs of `benchmarks/bench.py --configs cifar_fs_5way --paths
 # engine_sequential`; gradients bit for bit the same; Omniglot's network, whose BatchNorm is
 # followed by ReLU, not pooling, is unchanged).
-# The table below puts each
-# config's arithmetic next to the machine's float32 matrix-product rate (a large product, the figure
+# :::
+#
+# The table below puts each config's arithmetic next to the machine's float32 matrix-product rate
+# (a large product, the figure
 # beside each file): even at that rate, which these small products do not reach, a meta-iteration
 # could not be much faster than the floor shown. Tried and not adopted, because on this CPU they were
 # no faster for these shapes or would change what is computed: compiling the inner step with
@@ -199,17 +208,19 @@ if floor_rows:
     display(report.html_table(floor_rows))
 
 # %% [markdown]
-# On a CPU the batched paths differ little: the work is in the convolutions, not in launching operations.
-# The engine's point is the GPU, where a meta-iteration of these small networks is hundreds of tiny
-# kernels and launch overhead dominates; its CUDA-graph path has no recorded timing in this book yet
+# On a CPU the fastest path is `engine_sequential` with one C++ call per inner step (the tables above);
+# the batched engine (`vmap` over a meta-batch's tasks, one launch per operation) is for the GPU, where a
+# meta-iteration of these small networks is hundreds of tiny kernels and launch overhead dominates; its CUDA-graph path has no recorded timing in this book yet
 # (`benchmarks/gpu_check.sh` runs the benchmark on a GPU).
 #
 # ## Measured while this page was executed
 #
-# One meta-iteration of the Omniglot 5-way config (5 tasks, 5 inner Adam steps of 10 images), on the
-# batched path (all tasks at once with `torch.func.vmap`, Adam's state averaged over them) and on the
-# serial path (the released code's order, Adam's state carried from task to task; every config's
-# default). Other jobs on the machine slow these numbers down; they are not checked by the tests.
+# One meta-iteration of the Omniglot 5-way config (5 tasks, 5 inner Adam steps of 10 images) on each
+# path: the batched path (all tasks at once with `torch.func.vmap`, Adam's state averaged over them),
+# the library's reference loop in the released code's order (Adam's state carried from task to task;
+# `--engine reference`), and, on a CPU, the fast path of that same order that `reptile train` takes by
+# default (`engine_sequential`). Other jobs on the machine slow these numbers down, and three
+# iterations are a rough guide only; the tests do not check them.
 
 # %% tags=["remove-input"]
 config = configs.OMNIGLOT_5WAY

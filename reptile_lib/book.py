@@ -366,7 +366,9 @@ def run_cost_rows(doc: dict, path: str = "engine_sequential", eval_tasks: dict[s
 
 
 def time_meta_iterations(config: Any, iters: int = 5, device: str = "cpu", seed: int = 0) -> list[dict]:
-    """Seconds per meta-iteration of ``config`` on the batched (vmap) and the serial path, measured now.
+    """Milliseconds per meta-iteration of ``config`` (Algorithm 2), measured now, on each path that runs
+    it here: batched (``vmap``, mean Adam carry), the reference loop in the released order, and, where
+    there is one (a CPU), the fast path ``reptile train`` takes by default (``reproduce.train_step``).
 
     One warm-up iteration, then ``iters`` timed ones, each on freshly sampled tasks.
     """
@@ -375,16 +377,20 @@ def time_meta_iterations(config: Any, iters: int = 5, device: str = "cpu", seed:
     import torch
 
     from .algorithms import meta_step
+    from .models import init_params
+    from .reproduce import train_step
     from .tasks import TaskSampler
     from .train import make_learner
 
     data = load_splits(config.dataset)["train"].to(device)
     learner = make_learner(config, data.image_shape, device)
+    paths = [("batched (vmap), adam_carry='mean'", meta_step, True, "mean"),
+             ("reference loop, released order (--engine reference)", meta_step, False, "sequential")]
+    fast = train_step(config, device)
+    if fast is not None:
+        paths.append(("fast path, released order (the default here)", fast, False, "sequential"))
     rows = []
-    for label, batched, carry in (("batched (vmap), adam_carry='mean'", True, "mean"),
-                                  ("serial, adam_carry='sequential'", False, "sequential")):
-        from .models import init_params
-
+    for label, step_fn, batched, carry in paths:
         phi = {k: v.to(device) for k, v in init_params(learner.model, torch.Generator().manual_seed(seed)).items()}
         state = learner.opt.init(phi)
         sampler = TaskSampler(data, config.classes, torch.Generator(device=device).manual_seed(seed))
@@ -395,8 +401,8 @@ def time_meta_iterations(config: Any, iters: int = 5, device: str = "cpu", seed:
             if device != "cpu":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            r = meta_step(learner.loss_fn, phi, learner.opt, state, batches, 1.0, config.weights,
-                          batched=batched, adam_carry=carry)
+            r = step_fn(learner.loss_fn, phi, learner.opt, state, batches, 1.0, config.weights,
+                        batched=batched, adam_carry=carry)
             if device != "cpu":
                 torch.cuda.synchronize()
             if i:  # the first iteration warms up

@@ -757,7 +757,8 @@ def verdict_class(text: str) -> str:
         return "pending"
     if text.startswith(("holds", "within", "yes")):
         return "reproduced"
-    if text.startswith(("does not hold", "above", "below", "no")):
+    # "no" as a word only: "none (measured on CIFAR-FS, ...)" is a number without a verdict, not a miss
+    if text.startswith(("does not hold", "above", "below")) or re.match(r"no\b", text):
         return "missed"
     return "context"
 
@@ -959,13 +960,12 @@ def _scale_device(row: Mapping[str, Any]) -> str:
     return scale if device in ("", "—") else f"{scale}; {device}"
 
 
-def queue_markdown(queue: Sequence[Mapping[str, Any]] | None = None) -> str:
+def queue_markdown(queue: Sequence[Mapping[str, Any]] | None = None, as_of: str | None = None) -> str:
     """Where the queue stands for every results file the scoreboard reads, once each, as a Markdown list
-    under a lead line ('' when nothing is left in the queue): the scoreboard's cells leave it out."""
+    under a lead line ('' when nothing is left in the queue): the scoreboard's cells leave it out.
+    ``as_of``: when that state was saved (default, with the plan's queue: ``reproduce.queue_time``)."""
     if queue is None:
-        from .reproduce import load_plan, status_rows
-
-        queue = status_rows(load_plan())
+        queue, as_of = _queue_now()
     items = []
     for name, chapter in {**SCOREBOARD_SOURCES, **QUEUE_ONLY_SOURCES}.items():
         text = _queue_text(name, queue)
@@ -973,8 +973,17 @@ def queue_markdown(queue: Sequence[Mapping[str, Any]] | None = None) -> str:
             items.append(f"- {CHAPTER_TITLES[chapter].split(':')[0]}, `{name}`: {text.removeprefix('queue: ')}")
     if not items:
         return ""
-    return ("Still in the queue of paper-scale runs (`make reproduce`; `reptile status` adds the hours left):\n\n"
+    when = f", as of {as_of}" if as_of else ""
+    return (f"Still in the queue of paper-scale runs{when} (`make reproduce`; `reptile status` adds the hours left):\n\n"
             + "\n".join(items) + "\n")
+
+
+def _queue_now() -> tuple[list[dict], str | None]:
+    """The plan's queue (``reproduce.status_rows``) and when its state was saved (``reproduce.queue_time``)."""
+    from .reproduce import load_plan, queue_time, status_rows
+
+    plan = load_plan()
+    return status_rows(plan), queue_time(plan)
 
 
 def scoreboard_markdown(rows: Sequence[Mapping[str, Any]], link_prefix: str = "") -> str:
@@ -1153,13 +1162,19 @@ def report_takeaways(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
-def claim_box(chapter: str, rows: Sequence[Mapping[str, Any]] | None = None, note: str = "") -> str:
+def claim_box(chapter: str, rows: Sequence[Mapping[str, Any]] | None = None, note: str = "",
+              as_of: str | None = None) -> str:
     """The MyST admonition a chapter opens with: the paper's claims it covers, ours, the verdicts.
 
     Built from :func:`scoreboard_rows` (the chapter's rows, in order); claims without a result of
     ours that share scale and verdict are listed together. ``note`` is appended as a last paragraph.
+    Where the queue is quoted, a line says when its state was saved (``as_of``; default, with the
+    scoreboard's own rows: ``reproduce.queue_time``).
     """
-    rows = [r for r in (rows if rows is not None else scoreboard_rows()) if r["Chapter"] == chapter]
+    if rows is None:
+        queue, as_of = _queue_now()
+        rows = scoreboard_rows(queue=queue)
+    rows = [r for r in rows if r["Chapter"] == chapter]
     if not rows:
         raise ValueError(f"no scoreboard row for chapter {chapter!r}: one of {sorted(set(SCOREBOARD_SOURCES.values()))}")
     lines = [":::{admonition} The paper's claim, what we measured, the verdict", ":class: tip", ""]
@@ -1189,6 +1204,8 @@ def claim_box(chapter: str, rows: Sequence[Mapping[str, Any]] | None = None, not
         lines.append(f"- **{claim}.**{paper_text} Ours: {_none_yet(scale)}. **Verdict: {v}.**")
     if shared:
         lines += ["", f"Our numbers: {scale_of(measured[0])}, on {measured[0]['Device']}."]
+    if as_of and any("queue:" in str(r["Scale"]) for r in rows):
+        lines += ["", f"The queue's progress is as of {as_of}."]
     if note:
         lines += ["", note]
     lines.append(":::")
@@ -1232,21 +1249,25 @@ def _number_text(v: Any) -> Any:
     return v
 
 
-def run_state(name: str, doc: Mapping[str, Any] | None = None, queue: Sequence[Mapping[str, Any]] | None = None) -> str:
+def run_state(name: str, doc: Mapping[str, Any] | None = None, queue: Sequence[Mapping[str, Any]] | None = None,
+              as_of: str | None = None) -> str:
     """Where the paper-scale run of results file ``name`` stands, in words, for a chapter:
     'finished (...)' / 'not finished yet (queue: seed 0 training: 12,000 of 100,000; ...)' / 'not started yet
-    (queue: seed 0 pending)' / 'not started (not in the queue ...)'."""
+    (queue: seed 0 pending)' / 'not started (not in the queue ...)'. The queue's part ends 'as of <when>'
+    (``as_of``; default, with the plan's queue: when its state was saved)."""
     if queue is None:
-        from .reproduce import load_plan, status_rows
+        queue, as_of = _queue_now()
 
-        queue = status_rows(load_plan())
+    def dated(text: str | None) -> str | None:
+        return f"{text}, as of {as_of}" if text and as_of else text
+
     if doc is not None and doc["provenance"].get("finished", False):
         seeds = list(doc["provenance"].get("seeds", []))
         planned = list(doc["provenance"].get("seeds_planned", seeds))
-        more = _queue_text(name, queue, seeds)
+        more = dated(_queue_text(name, queue, seeds))
         done = f"{len(seeds)} of {len(planned)} seeds" if len(planned) > len(seeds) else f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
         return f"finished ({done}" + (f"; {more})" if more else ")")
-    more = _queue_text(name, queue)
+    more = dated(_queue_text(name, queue))
     if doc is None and more:
         waiting = all(r["state"] == "pending" for r in queue if _unit_of(name, str(r["unit"])))
         return f"{'not started yet' if waiting else 'not finished yet'} ({more})"

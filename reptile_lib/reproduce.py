@@ -32,6 +32,7 @@ import sys
 import time
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -429,6 +430,17 @@ def ms_per_iteration(plan: Plan, unit: Unit) -> float | None:
 def _path_and_kernels(segment: dict) -> tuple[str, str]:
     """A segment's training path and kernels (segments recorded before the kernels were: PyTorch's)."""
     return segment.get("train_path", ""), segment.get("kernels", "torch")
+
+
+def queue_time(plan: Plan) -> str | None:
+    """When the queue's saved state was last written ('2026-12-03 11:55 UTC'): the newest end of any unit's
+    segment, a running segment's last save included (None before any unit has run). A page that quotes
+    where the queue stands says "as of" this: progress read from committed checkpoints is a snapshot."""
+    ends = [s["ended"] for unit in plan.units for s in segments(plan, unit) if s.get("ended")]
+    if not ends:
+        return None
+    newest = max(datetime.strptime(e, "%Y-%m-%dT%H:%M:%S%z") for e in ends)
+    return newest.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def segment_rows(plan: Plan) -> list[dict]:

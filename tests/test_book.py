@@ -318,3 +318,18 @@ def test_two_builds_at_once_keep_each_others_notebooks(monkeypatch, tmp_path):
     bb.execute_all([tmp_path / "a.py", tmp_path / "b.py"], {})
     assert sorted(p.name for p in (tmp_path / "executed").iterdir()) == ["a.ipynb", "b.ipynb", "other.ipynb"]
     assert list((tmp_path / "_build").iterdir()) == []
+
+
+def test_the_performance_page_times_every_path_that_runs_here():
+    """Chapter 9's live timing: batched, the reference loop and, on a CPU, the default fast path."""
+    import dataclasses
+
+    from data_fixtures import real_folder
+
+    real_folder("omniglot", ("images_background.npz",))
+    config = dataclasses.replace(configs.OMNIGLOT_5WAY, meta_batch=2, inner_iters=2)
+    rows = book.time_meta_iterations(config, iters=1)
+    assert [r["path"] for r in rows] == ["batched (vmap), adam_carry='mean'",
+                                         "reference loop, released order (--engine reference)",
+                                         "fast path, released order (the default here)"]
+    assert all(r["ms per meta-iteration"] > 0 and r["timed iterations"] == 1 for r in rows)

@@ -362,6 +362,8 @@ def test_scoreboard_markdown_links_chapters_and_has_no_gaps(tmp_path):
         "- Table 2, `omniglot_5way`: seed 0 training: 12,000 of 100,000; seeds 1, 2 pending",
         "- Table 2, `omniglot_5way_mean_carry`: seed 0 pending"]
     assert report.queue_markdown([]) == ""
+    assert report.queue_markdown(QUEUE, as_of="2026-01-03 08:20 UTC").startswith(
+        "Still in the queue of paper-scale runs, as of 2026-01-03 08:20 UTC (")
     assert not re.search(r"\bnan\b|\bNone\b", md)
     with pytest.raises(ValueError, match="no scoreboard rows"):
         report.scoreboard_markdown([])
@@ -394,6 +396,9 @@ def test_run_state_and_claim_box_follow_the_queue_and_the_results(tmp_path):
     _write_omniglot(tmp_path)
     box = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE))
     assert "Verdict: within" in box
+    assert "as of" not in box   # no date given: none made up
+    dated = report.claim_box("04_omniglot", report.scoreboard_rows(tmp_path, QUEUE), as_of="2026-01-03 08:20 UTC")
+    assert "\n\nThe queue's progress is as of 2026-01-03 08:20 UTC.\n" in dated
     # the four measured cells share their scale and machine: said once, not in each bullet
     assert box.count(" CPU, ") == 1 and "\n\nOur numbers: paper scale" in box
     from reptile_lib.results import load_results
@@ -432,6 +437,18 @@ def test_table2_takeaways_count_the_cells_within_and_name_the_others(tmp_path):
     assert out[0] == "**3 of the 4 cells we have run are within the paper's uncertainty** (omniglot_5way: 1 of 3 seeds)."
     assert out[1].startswith("Reptile + transduction, 1-shot 5-way: below by ") and "paper 97.68 ± 0.04" in out[1]
     assert out[2].startswith("Not produced yet, 4 cells: 1-shot 20-way") and len(out) == 3
+
+
+def test_a_number_on_another_data_set_is_counted_without_a_verdict_not_as_a_miss():
+    """Table 1's CIFAR-FS cells say 'none (...)': measured, no verdict; only a 'no' as a word is a miss."""
+    assert report.verdict_class("none (measured on CIFAR-FS, another data set)") == "context"
+    assert report.verdict_class("no: the curves cross") == "missed"
+    assert report.verdict_class("below by 2.39 (2.1 beyond ±0.3)") == "missed"
+    rows = [{"Claim": f"Table 1 (Mini-ImageNet): Reptile, {c}", "Paper": "47.07 ± 0.26", "Ours": "52.54 ± 0.42 on CIFAR-FS",
+             "Verdict": "none (measured on CIFAR-FS, another data set)", "Chapter": "05_cifar_fs"} for c in "ab"]
+    summary = report.scoreboard_summary(rows)
+    assert "0 not reproduced" in summary and "2 measured without a verdict" in summary
+    assert report.report_takeaways(rows)[0].startswith("**0 of the 2 claims reproduce, 0 are missed**")
 
 
 def test_the_reports_summary_counts_the_scoreboard_and_names_what_is_missed():

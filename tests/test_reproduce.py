@@ -6,6 +6,7 @@ while writing its results must end with exactly the same numbers.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -382,6 +383,28 @@ def test_the_performance_page_summarises_each_units_segments(tmp_path):
     R._log_segment(plan, unit, {"started": "2026-01-03T10:00:00+0000", **fast, "iterations": 0, "iteration": 12,
                                 "train_s": 0.0, "interrupted": True})
     assert R.segment_rows(plan)[-1]["iterations"] == "12 → 12 (killed; counted to its last save)"
+
+
+def test_pages_date_the_queue_state_they_quote_by_its_newest_save(tmp_path):
+    """queue_time: the newest segment end in UTC, a running segment's last checkpoint save included."""
+    plan = _plan(tmp_path)
+    unit = plan.units[0]
+    assert R.queue_time(plan) is None
+    R._log_segment(plan, unit, {"id": "a", "started": "2026-01-01T10:00:00+0000", "ended": "2026-01-01T12:30:00+0000"})
+    R._log_segment(plan, unit, {"id": "b", "started": "2026-01-02T09:00:00+0200", "ended": "2026-01-02T11:05:59+0200"})
+    assert R.queue_time(plan) == "2026-01-02 09:05 UTC"
+    # a segment in progress: its record is counted to the checkpoint's last save
+    ckpt = R.checkpoint_path(plan, unit)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"iteration": 4, "wall_time_s": 1.0}, ckpt)
+    R._open_journal(plan, unit, {"id": "c", "started": "2026-01-03T08:00:00+0000"})
+    saved = datetime.datetime(2026, 1, 3, 8, 20, tzinfo=datetime.timezone.utc).timestamp()
+    os.utime(ckpt, (saved, saved))
+    assert R.queue_time(plan) == "2026-01-03 08:20 UTC"
+    queue = [{"unit": unit.id, "state": "training: 4 of 12"}]
+    assert report.run_state("tiny", None, queue, as_of="2026-01-03 08:20 UTC") == \
+        "not finished yet (queue: seed 0 training: 4 of 12, as of 2026-01-03 08:20 UTC)"
+    assert "as of" not in report.run_state("tiny", None, queue)
 
 
 CIFAR_PLAN = """
