@@ -233,6 +233,22 @@ def test_table2_and_cifar_rows_use_the_papers_numbers():
     assert all("Lee et al. 2019 (MetaOptNet), Table 2" in r["note"] for r in anchors.values())
 
 
+def test_the_cifar_fs_table_gives_mean_interval_seed_count_and_spread_over_seeds():
+    """Three seeds: mean over seeds, 95% interval over all tasks, 'N seeds, sd S' (the spread of the seed means)."""
+    from reptile_lib.results import metric_name
+
+    means = {(1, False): [0.52, 0.53, 0.54], (5, False): [0.70, 0.70, 0.70],
+             (1, True): [0.57, 0.57, 0.57], (5, True): [0.74, 0.75, 0.76]}
+    d = doc({metric_name("test", s, 5, t): metric(m) for (s, t), m in means.items()})
+    ours = {r["algorithm"]: r for r in report.cifar_fs_rows(d)}
+    one = ours["Reptile (ours)"]["1-shot 5-way"]
+    assert one.startswith("53.00 ± ") and one.endswith(" (3 seeds, sd 1.00)")
+    assert ours["Reptile (ours)"]["5-shot 5-way"].endswith(" (3 seeds, sd 0.00)")
+    assert ours["Reptile + transduction (ours)"]["5-shot 5-way"].startswith("75.00 ± ")
+    single = doc({metric_name("test", 1, 5, False): metric([0.52])})
+    assert report.cifar_fs_rows(single)[0]["1-shot 5-way"].endswith(" (1 seed)")
+
+
 def test_cifar_fs_takeaways_are_computed_from_the_results_and_give_no_verdict():
     """The CIFAR-FS chapter's summary: our four numbers, the transduction gain here and in the paper's
     Mini-ImageNet rows (49.97 - 47.07 and 65.99 - 62.74), the references beside ours; which seeds are missing."""
