@@ -194,6 +194,33 @@ def test_fast_evaluation_scores_the_reference_tasks_alike(float64, ways, shots):
     assert 0 < float(ref["nontransductive"].mean()) < 1 and not torch.equal(ref["transductive"], ref["nontransductive"])
 
 
+def test_table2_20_way_shapes_train_and_score_as_the_reference(float64):
+    """Table 2's 20-way runs on the fast path: 20 ways, mini-batches of 20, a 256 -> 20 classifier, the
+    released order from a warm Adam state; then 20-way evaluation with batches of 10 (the other tests use 3-4 ways)."""
+    g = torch.Generator().manual_seed(3)
+    protos = torch.rand(24, 1, 1, 28, 28, generator=g) < 0.3
+    data = ClassDataset((protos ^ (torch.rand(24, 12, 1, 28, 28, generator=g) < 0.2)).to(torch.uint8), "ways24",
+                        tuple(map(str, range(24))))
+    model = OmniglotNet(20)
+    loss, opt = classification_loss(model), Adam(5e-4)
+    phi = init_params(model, torch.Generator().manual_seed(0))
+    assert phi["classifier.weight"].shape == (20, 256)
+    batches = TaskSampler(data, 20, torch.Generator().manual_seed(1)).train_batches(2, 10, 20, 2)
+    assert len(batches) == 2 and batches[0][0].shape[:2] == (2, 20)   # 2 steps, each 2 tasks x 20 images
+    r = meta_step(loss, phi, opt, _warm(opt, phi), batches, 0.7, step_weights(2), batched=False,
+                  adam_carry="sequential")
+    f = SequentialMetaStep()(loss, phi, opt, _warm(opt, phi), batches, 0.7, step_weights(2), batched=False,
+                             adam_carry="sequential")
+    assert _max_diff(f.params, phi) > 1e-5 and _max_diff(f.params, r.params) < 1e-10
+    assert float(f.state["step"]) == float(r.state["step"]) == 40 + 2 * 2
+    assert _max_diff(f.state["v"], r.state["v"]) < 1e-12
+    for shots in (1, 2):   # 2 shots: a support set of 40 beside each query (5 shots cost 2.5x that, to no more effect)
+        run = [fn(model, loss, r.params, opt, r.state, TaskSampler(data, 20, torch.Generator().manual_seed(9)),
+                  shots, 10, 2, n_tasks=2, chunk=2) for fn in (evaluate, sequential_evaluate)]
+        for proto in ("transductive", "nontransductive"):
+            assert torch.equal(run[0][proto], run[1][proto]), (shots, proto)
+
+
 def test_float32_forward_is_as_precise_as_the_reference():
     """In float32 the fast network is as close to float64 as the reference network is. (PyTorch's
     channels_last BatchNorm on the CPU gathers its statistics less precisely: on inputs whose mean is
