@@ -28,7 +28,7 @@ $(STAMP): requirements.txt pyproject.toml
 # needs Chromium, installed here when missing.
 CHROMIUM := /usr/bin/chromium
 test: $(STAMP) $(CHROMIUM)
-	REPTILE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+	REPTILE_REQUIRE_BROWSER=1 $(PY) -m pytest -q --durations=15
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env book/executed
 
 $(CHROMIUM):
