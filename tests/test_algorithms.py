@@ -74,10 +74,17 @@ def test_sequential_adam_carry_equals_the_released_loop_with_torch_adam(tiny_dat
     assert float(ours.state["step"]) == 59  # 3 tasks x 3 steps carried on from 50
 
 
-def test_mean_carry_averages_the_task_states(tiny_data):
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one-by-one"])
+def test_mean_carry_averages_the_task_states(tiny_data, float64, batched):
+    """``adam_carry='mean'``: every task starts from the shared state; the new state is the tasks' mean."""
     model, phi, batches = _setup(tiny_data)
-    r = meta_step(classification_loss(model), phi, Adam(1e-3), Adam(1e-3).init(phi), batches, 1.0, step_weights(3))
-    assert float(r.state["step"]) == 3  # every task started from the shared state, did 3 steps
+    loss, opt, state = classification_loss(model), Adam(1e-3), _warm_adam(phi)
+    r = meta_step(loss, phi, opt, state, batches, 1.0, step_weights(3), batched=batched, adam_carry="mean")
+    assert float(r.state["step"]) == 53  # every task started from the shared state (50), did 3 steps
+    alone = [inner_loop(loss, phi, opt, state, [(x[t], y[t]) for x, y in batches]).state["v"] for t in range(3)]
+    for k in phi:
+        assert torch.allclose(r.state["v"][k], sum(v[k] for v in alone) / 3, rtol=1e-10, atol=0), k
+    assert any(not torch.allclose(alone[0][k], alone[2][k], rtol=1e-6, atol=0) for k in phi)   # tasks differ
 
 
 def test_reptile_with_one_sgd_step_is_sgd_on_the_mean_task_loss(tiny_data):
@@ -94,15 +101,25 @@ def test_reptile_with_one_sgd_step_is_sgd_on_the_mean_task_loss(tiny_data):
         assert torch.allclose(r.params[k], v - eps * lr * gk, atol=1e-6), k
 
 
-def test_fomaml_moves_along_the_last_inner_update(tiny_data):
-    model, phi, batches = _setup(tiny_data, tasks=1)
-    loss = classification_loss(model)
-    task = [(x[0], y[0]) for x, y in batches]
-    r = inner_loop(loss, phi, SGD(0.1), {}, task)
-    before_last = inner_loop(loss, phi, SGD(0.1), {}, task[:-1]).params
-    m = meta_step(loss, phi, SGD(0.1), {}, batches, 1.0, step_weights(3, [3]))
+@pytest.mark.parametrize("weights", [step_weights(3, [3]), step_weights(3, [1, 3]), step_weights(3, average=True)],
+                         ids=["fomaml g3", "g1+g3", "(g1+g2+g3)/3"])
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one-by-one"])
+def test_fomaml_and_combinations_move_along_the_weighted_inner_updates(tiny_data, float64, weights, batched):
+    """Section 5's combinations: phi + eps * mean over tasks of sum_i w_i (phi_i - phi_{i-1}), where phi_i
+    is a task's weights after i plain SGD steps; FOMAML is the last step alone (w = 0, 0, 1)."""
+    model, phi, batches = _setup(tiny_data, tasks=3)
+    loss, eps = classification_loss(model), 0.7
+    direction = {k: torch.zeros_like(v) for k, v in phi.items()}
+    for t in range(3):
+        task = [(x[t], y[t]) for x, y in batches]
+        after = [phi] + [inner_loop(loss, phi, SGD(0.1), {}, task[:i]).params for i in (1, 2, 3)]
+        for i, w in enumerate(weights):
+            for k in phi:
+                direction[k] += w * (after[i + 1][k] - after[i][k]) / 3
+    m = meta_step(loss, phi, SGD(0.1), {}, batches, eps, weights, batched=batched, adam_carry="mean")
     for k in phi:
-        assert torch.allclose(m.params[k], phi[k] + (r.params[k] - before_last[k]), atol=1e-6)
+        assert torch.allclose(m.params[k], phi[k] + eps * direction[k], rtol=0, atol=1e-12), k
+    assert max(float(direction[k].abs().max()) for k in phi) > 1e-4
 
 
 def test_step_weights():

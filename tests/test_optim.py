@@ -1,17 +1,20 @@
 """The functional inner optimisers against independent references."""
+import pytest
 import torch
 
 from reptile_lib.optim import SGD, Adam
 
 
-def test_adam_beta1_0_matches_torch_adam_when_eps_is_zero():
-    # With eps = 0 TensorFlow's and PyTorch's Adam coincide; torch.optim.Adam is the reference.
+@pytest.mark.parametrize("beta1", [0.0, 0.9], ids=["the inner loop's beta1 = 0", "Figure 1's MAML outer Adam"])
+def test_adam_matches_torch_adam_when_eps_is_zero(beta1):
+    # With eps = 0 TensorFlow's and PyTorch's Adam coincide (bias corrections included); torch.optim.Adam
+    # is the reference. beta1 = 0.9: the first moment and its 1 / (1 - beta1^t) correction as well.
     g = torch.Generator().manual_seed(0)
     w = torch.randn(4, 3, generator=g)
     ours = {"w": w.clone()}
     ref = torch.nn.Parameter(w.clone())
-    torch_opt = torch.optim.Adam([ref], lr=0.01, betas=(0.0, 0.999), eps=0.0)
-    opt = Adam(0.01, eps=0.0)
+    torch_opt = torch.optim.Adam([ref], lr=0.01, betas=(beta1, 0.999), eps=0.0)
+    opt = Adam(0.01, beta1=beta1, eps=0.0)
     state = opt.init(ours)
     for _ in range(5):
         grad = torch.randn(4, 3, generator=g)

@@ -35,6 +35,14 @@ def _rgb(size: int) -> ClassDataset:
     return ClassDataset(images, f"rgb{size}", tuple(map(str, range(8))), 255.0)
 
 
+def _rgb_noisy(size: int) -> ClassDataset:
+    """8 classes x 6 colour images: a class colour pattern under heavy noise (few-shot accuracy between 0 and 1)."""
+    g = torch.Generator().manual_seed(13)
+    protos = torch.randint(0, 256, (8, 1, 3, size, size), generator=g)
+    noise = torch.randint(-120, 121, (8, 6, 3, size, size), generator=g)
+    return ClassDataset((protos + noise).clamp(0, 255).to(torch.uint8), f"rgbnoisy{size}", tuple(map(str, range(8))), 255.0)
+
+
 def _noisy() -> ClassDataset:
     """8 classes x 6 images of 28 x 28 blobs under heavy noise: few-shot accuracy well between 0 and 1."""
     g = torch.Generator().manual_seed(11)
@@ -87,6 +95,24 @@ def test_sequential_step_is_the_reference_released_order(tiny_data, float64, net
         assert _max_diff(state_f["v"], ref_state["v"]) < 1e-12
     else:
         assert state_f == {}
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_a_separate_tail_of_another_size_trains_as_the_reference(tiny_data, float64, reduction):
+    """Figure 4's separate-tail FOMAML (released ``--foml-tail``) on the fast path: two mini-batches of 6,
+    then a last one of the tail's 3 x 2 = 6 other images; and 3 x 1 = 3 (a size the others do not have)."""
+    model = OmniglotNet(3)
+    loss, opt = classification_loss(model, reduction), Adam(1e-3)
+    phi = init_params(model, torch.Generator().manual_seed(0))
+    for tail in (2, 1):
+        batches = TaskSampler(tiny_data, 3, torch.Generator().manual_seed(1)).train_batches(2, 5, 6, 3, tail_shots=tail)
+        assert [b[0].shape[1] for b in batches] == [6, 6, 3 * tail]
+        r = meta_step(loss, phi, opt, _warm(opt, phi), batches, 0.6, step_weights(3, [3]), batched=False,
+                      adam_carry="sequential")
+        f = SequentialMetaStep()(loss, phi, opt, _warm(opt, phi), batches, 0.6, step_weights(3, [3]), batched=False,
+                                 adam_carry="sequential")
+        assert _max_diff(f.params, phi) > 1e-5 and _max_diff(f.params, r.params) < 1e-10
+        assert _max_diff(f.state["v"], r.state["v"]) < 1e-12 and float(f.state["step"]) == 40 + 2 * 3
 
 
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "one-by-one"])
@@ -173,14 +199,26 @@ def test_a_loss_the_fast_step_lacks_runs_the_reference(tiny_data):
         SequentialMetaStep()(loss, phi, opt, opt.init(phi), batches, 0.5, step_weights(2), batched=True)
 
 
-@pytest.mark.parametrize("ways,shots", [(3, 1), (4, 2)])
-def test_fast_evaluation_scores_the_reference_tasks_alike(float64, ways, shots):
+@pytest.mark.parametrize("ways,shots,net", [(3, 1, "omniglot-adam"), (4, 2, "omniglot-adam"), (3, 1, "omniglot-sgd"),
+                                            (4, 2, "mini32-adam"), (3, 1, "omniglot-adam-mean")])
+def test_fast_evaluation_scores_the_reference_tasks_alike(float64, ways, shots, net):
+    """Every evaluation the queue scores on the fast path: Omniglot with Adam (Table 2), with SGD (Figure 3),
+    the Mini-ImageNet network on 32x32 inputs (CIFAR-FS), and the mean-reduced loss (the fidelity check)."""
+    config = dataclasses.replace(TINY, classes=ways)
     data = _noisy()
-    learner = make_learner(dataclasses.replace(TINY, classes=ways), data.image_shape)
+    if net == "omniglot-sgd":
+        config = dataclasses.replace(config, sgd=True, learning_rate=0.05)
+    elif net == "mini32-adam":
+        config, data = dataclasses.replace(config, model="miniimagenet", image_size=32), _rgb_noisy(32)
+    elif net == "omniglot-adam-mean":
+        config = dataclasses.replace(config, loss_reduction="mean")
+    learner = make_learner(config, data.image_shape)
+    assert learner.loss_fn.reduction == config.loss_reduction
     phi = init_params(learner.model, torch.Generator().manual_seed(3))
     state = _warm(learner.opt, phi)
-    state["v"] = {k: v * (1 + torch.rand(v.shape, generator=torch.Generator().manual_seed(4)))
-                  for k, v in state["v"].items()}   # a trained-like state: not uniform
+    if state:   # a trained-like Adam state: not uniform
+        state["v"] = {k: v * (1 + torch.rand(v.shape, generator=torch.Generator().manual_seed(4)))
+                      for k, v in state["v"].items()}
 
     def run(fn):
         sampler = TaskSampler(data, ways, torch.Generator().manual_seed(5))

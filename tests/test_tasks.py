@@ -34,6 +34,11 @@ def test_training_tasks_use_train_shots_and_label_classes_in_order(tiny_data):
         assert sorted(ys.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
         xs = torch.cat([x[t] for x, _ in batches]).flatten(1)
         assert len({tuple(r.tolist()) for r in xs}) == 12  # 12 distinct images in one epoch
+        # each image keeps its label: all images labelled j come from one class, a different class per label
+        stored = (tiny_data.images.flatten(2).to(xs.dtype) / tiny_data.scale)   # (classes, per_class, pixels)
+        source = [int((stored == r).all(-1).any(-1).nonzero()[0]) for r in xs]
+        by_label = {j: {c for c, y in zip(source, ys.tolist()) if y == j} for j in range(3)}
+        assert all(len(c) == 1 for c in by_label.values()) and len(set.union(*by_label.values())) == 3
 
 
 def test_separate_tail_reserves_shots_for_the_last_batch(tiny_data):
