@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from blobs import blobs
 
 from reptile_lib.tasks import ClassDataset
 
@@ -12,11 +13,7 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 @pytest.fixture
 def tiny_data() -> ClassDataset:
     """12 classes x 8 images of 1x28x28 binary 'characters' (class-dependent blobs + noise)."""
-    g = torch.Generator().manual_seed(1234)
-    protos = torch.rand(12, 1, 1, 28, 28, generator=g) < 0.3
-    noise = torch.rand(12, 8, 1, 28, 28, generator=g) < 0.05
-    images = (protos ^ noise).to(torch.uint8)
-    return ClassDataset(images, "tiny", tuple(f"c{i}" for i in range(12)))
+    return blobs(12, 8, 0.05, 1234, "tiny", prefix="c")
 
 
 @pytest.fixture(scope="session")

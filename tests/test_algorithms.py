@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from reptile_lib import params as P
-from reptile_lib.algorithms import maml_batch_gradient, maml_meta_gradient, meta_step, step_weights
+from reptile_lib.algorithms import maml_batch_gradient, maml_meta_gradient, meta_step, step_weights, task_slice
 from reptile_lib.inner import classification_loss, inner_loop, regression_loss
 from reptile_lib.models import OmniglotNet, SineMLP, init_params
 from reptile_lib.optim import SGD, Adam
@@ -81,7 +81,7 @@ def test_mean_carry_averages_the_task_states(tiny_data, float64, batched):
     loss, opt, state = classification_loss(model), Adam(1e-3), _warm_adam(phi)
     r = meta_step(loss, phi, opt, state, batches, 1.0, step_weights(3), batched=batched, adam_carry="mean")
     assert float(r.state["step"]) == 53  # every task started from the shared state (50), did 3 steps
-    alone = [inner_loop(loss, phi, opt, state, [(x[t], y[t]) for x, y in batches]).state["v"] for t in range(3)]
+    alone = [inner_loop(loss, phi, opt, state, task_slice(batches, t)).state["v"] for t in range(3)]
     for k in phi:
         assert torch.allclose(r.state["v"][k], sum(v[k] for v in alone) / 3, rtol=1e-10, atol=0), k
     assert any(not torch.allclose(alone[0][k], alone[2][k], rtol=1e-6, atol=0) for k in phi)   # tasks differ
@@ -111,7 +111,7 @@ def test_fomaml_and_combinations_move_along_the_weighted_inner_updates(tiny_data
     loss, eps = classification_loss(model), 0.7
     direction = {k: torch.zeros_like(v) for k, v in phi.items()}
     for t in range(3):
-        task = [(x[t], y[t]) for x, y in batches]
+        task = task_slice(batches, t)
         after = [phi] + [inner_loop(loss, phi, SGD(0.1), {}, task[:i]).params for i in (1, 2, 3)]
         for i, w in enumerate(weights):
             for k in phi:

@@ -1,13 +1,15 @@
 """Evaluation protocols: non-transductive queries are independent; Adam's state is restored per task."""
 import torch
 
+from blobs import blobs
 from torch.func import functional_call
 
 from reptile_lib.evaluate import Accuracy, evaluate, evaluate_tasks, predict
+from reptile_lib.algorithms import task_slice
 from reptile_lib.inner import classification_loss, inner_loop
 from reptile_lib.models import OmniglotNet, init_params
 from reptile_lib.optim import Adam
-from reptile_lib.tasks import ClassDataset, TaskSampler
+from reptile_lib.tasks import TaskSampler
 
 
 def _model():
@@ -33,14 +35,6 @@ def test_non_transductive_prediction_of_a_query_ignores_the_other_queries():
     assert not torch.allclose(ta, tb)
 
 
-def _noisy() -> ClassDataset:
-    """8 classes x 6 blobs under heavy noise: accuracies well between 0 and 1, so protocols and states differ."""
-    g = torch.Generator().manual_seed(11)
-    protos = torch.rand(8, 1, 1, 28, 28, generator=g) < 0.3
-    return ClassDataset((protos ^ (torch.rand(8, 6, 1, 28, 28, generator=g) < 0.4)).to(torch.uint8), "noisy",
-                        tuple(map(str, range(8))))
-
-
 def test_predictions_are_the_networks_outputs_under_each_protocol(float64):
     """Transductive: the queries form one batch; non-transductive: each query with the support set, its own
     (last) output kept. Checked against the network's outputs, on inputs where the two protocols disagree."""
@@ -62,12 +56,12 @@ def test_evaluation_adapts_every_task_from_the_trained_state(float64):
     loss, opt = classification_loss(model), Adam(1e-3)
     state = {"step": torch.tensor(100.0),
              "v": {k: 1e-4 * (1 + torch.rand(v.shape, generator=torch.Generator().manual_seed(4))) for k, v in phi.items()}}
-    tasks = TaskSampler(_noisy(), 4, torch.Generator().manual_seed(3)).eval_tasks(6, 1, 4, 10)
+    tasks = TaskSampler(blobs(8, 6, 0.4, 11, "noisy"), 4, torch.Generator().manual_seed(3)).eval_tasks(6, 1, 4, 10)
 
     def loop(start, carry):
         out, st = {"transductive": [], "nontransductive": []}, start
         for t in range(6):
-            adapted = inner_loop(loss, phi, opt, st, [(x[t], y[t]) for x, y in tasks.batches()])
+            adapted = inner_loop(loss, phi, opt, st, task_slice(tasks.batches(), t))
             st = adapted.state if carry else st
             for proto, trans in (("transductive", True), ("nontransductive", False)):
                 hits = predict(model, adapted.params, tasks.support_x[t], tasks.query_x[t], trans) == tasks.query_y[t]

@@ -9,6 +9,7 @@ import dataclasses
 
 import pytest
 import torch
+from blobs import blobs
 
 from reptile_lib.algorithms import meta_step, step_weights
 from reptile_lib.configs import Config, EvalSpec
@@ -45,10 +46,7 @@ def _rgb_noisy(size: int) -> ClassDataset:
 
 def _noisy() -> ClassDataset:
     """8 classes x 6 images of 28 x 28 blobs under heavy noise: few-shot accuracy well between 0 and 1."""
-    g = torch.Generator().manual_seed(11)
-    protos = torch.rand(8, 1, 1, 28, 28, generator=g) < 0.3
-    return ClassDataset((protos ^ (torch.rand(8, 6, 1, 28, 28, generator=g) < 0.4)).to(torch.uint8), "noisy",
-                        tuple(map(str, range(8))))
+    return blobs(8, 6, 0.4, 11, "noisy")
 
 
 def _warm(opt, phi):
@@ -235,10 +233,7 @@ def test_fast_evaluation_scores_the_reference_tasks_alike(float64, ways, shots, 
 def test_table2_20_way_shapes_train_and_score_as_the_reference(float64):
     """Table 2's 20-way runs on the fast path: 20 ways, mini-batches of 20, a 256 -> 20 classifier, the
     released order from a warm Adam state; then 20-way evaluation with batches of 10 (the other tests use 3-4 ways)."""
-    g = torch.Generator().manual_seed(3)
-    protos = torch.rand(24, 1, 1, 28, 28, generator=g) < 0.3
-    data = ClassDataset((protos ^ (torch.rand(24, 12, 1, 28, 28, generator=g) < 0.2)).to(torch.uint8), "ways24",
-                        tuple(map(str, range(24))))
+    data = blobs(24, 12, 0.2, 3, "ways24")
     model = OmniglotNet(20)
     loss, opt = classification_loss(model), Adam(5e-4)
     phi = init_params(model, torch.Generator().manual_seed(0))
